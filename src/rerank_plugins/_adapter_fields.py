@@ -1,0 +1,49 @@
+"""Pydantic fields shared by the LangChain and LlamaIndex adapters (both frameworks use pydantic 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from rerank_plugins.retrieval import RerankOptions
+
+
+class ModelLoadFields(BaseModel):
+    """How to load the backend model when none is passed in."""
+
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit).")
+    device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
+    max_length: int | None = Field(default=None, description="Override the model's max sequence length (tokens).")
+    trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off unless you trust it.")
+
+    def load_options(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "device": self.device,
+            "max_length": self.max_length,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+
+class RerankFields(BaseModel):
+    """How cross-encoder scores become a result list (validated by :class:`RerankOptions`)."""
+
+    top_n: int | None = Field(default=3, description="Keep at most this many documents (None: all).")
+    score_threshold: float | None = Field(default=None, description="Drop documents scoring below this, in `scale` units.")
+    min_keep: int = Field(default=0, description="Always keep this many of the best, whatever the threshold.")
+    scale: Literal["raw", "sigmoid"] = Field(default="raw", description="'raw' logits or 'sigmoid' probabilities.")
+    long_documents: Literal["truncate", "window"] = Field(
+        default="truncate", description="Cut a too-long document (flagged) or score it in overlapping windows."
+    )
+    batch_size: int = Field(default=32, description="Pairs per forward pass.")
+
+    def rerank_options(self) -> RerankOptions:
+        return RerankOptions(
+            top_n=self.top_n,
+            score_threshold=self.score_threshold,
+            min_keep=self.min_keep,
+            scale=self.scale,
+            long_documents=self.long_documents,
+            batch_size=self.batch_size,
+        )

@@ -1,0 +1,73 @@
+"""LangChain ``BaseDocumentCompressor`` that reranks documents with the shared cross-encoder backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import BaseDocumentCompressor
+from langchain_core.documents import Document as LCDocument
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
+from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, cross_encoder_backend, first_stage_score
+from rerank_plugins.langchain._convert import to_langchain
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.retrieval import RerankOptions
+from rerank_plugins.types import Document, SearchHit
+
+
+class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor):
+    """Rerank retrieved documents with a cross-encoder; keep the ``top_n`` best.
+
+    Returns **copies** of the input documents, best first, with ``rerank_score`` and ``rerank_scale``
+    (and ``retrieval_score`` when the input carried a first-stage score) in their metadata.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
+    _backend: CrossEncoderBackend = PrivateAttr()
+    _options: RerankOptions = PrivateAttr()
+
+    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
+        if backend is not None:
+            data.setdefault("model", backend.model_name)
+        super().__init__(**data)
+        self._options = self.rerank_options()
+        self._backend = cross_encoder_backend(backend, self.model, self.load_options())
+
+    @property
+    def backend(self) -> CrossEncoderBackend:
+        return self._backend
+
+    def compress_documents(
+        self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
+    ) -> list[LCDocument]:
+        return self.compress_batch([(query, documents)])[0]
+
+    async def acompress_documents(
+        self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
+    ) -> list[LCDocument]:
+        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+
+    def compress_batch(self, requests: Sequence[tuple[str, Sequence[LCDocument]]]) -> list[list[LCDocument]]:
+        """Rerank several ``(query, documents)`` requests in one batched pass; results in input order."""
+        hit_requests = []
+        for query, documents in requests:
+            for i, doc in enumerate(documents):
+                if not isinstance(doc, LCDocument):
+                    raise TypeError(f"documents[{i}] must be a langchain Document, got {type(doc).__name__}")
+            hits = [
+                SearchHit(Document(doc.page_content, str(i), {}), i, first_stage_score(doc.metadata))
+                for i, doc in enumerate(documents)
+            ]
+            hit_requests.append((query, hits))
+        ranked = self._options.rerank(self._backend, hit_requests)
+        return [
+            [to_langchain(result, documents[int(result.document.id)]) for result in results]
+            for (_, documents), results in zip(requests, ranked)
+        ]
+

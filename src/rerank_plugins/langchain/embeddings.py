@@ -1,0 +1,53 @@
+"""LangChain ``Embeddings`` over the shared bi-encoder backend."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from rerank_plugins._adapter_fields import ModelLoadFields
+from rerank_plugins._adapters import DEFAULT_BI_ENCODER, bi_encoder_backend
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+
+
+class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
+    """Sentence-transformers embeddings for LangChain; queries and documents use the model's own prompts.
+
+    Pass ``model`` (hub id or directory) or an existing ``backend``; the same model is loaded once
+    and shared with every other adapter that asks for it.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(default=DEFAULT_BI_ENCODER, description="Hub id or local directory of the embedding model.")
+    batch_size: int = Field(default=32, description="Texts per forward pass.")
+    normalize: bool = Field(default=True, description="L2-normalise, so inner product equals cosine similarity.")
+    show_progress: bool | None = Field(default=None, description="Progress bar; None shows one for long inputs.")
+    _backend: BiEncoderBackend = PrivateAttr()
+
+    def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
+        if backend is not None:
+            data.setdefault("model", backend.model_name)
+        super().__init__(**data)
+        self._backend = bi_encoder_backend(backend, self.model, self.load_options())
+
+    @property
+    def backend(self) -> BiEncoderBackend:
+        return self._backend
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._backend.encode_documents(
+            texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=self.show_progress
+        ).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._backend.encode_queries([text], batch_size=1, normalize=self.normalize, show_progress=False)[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)

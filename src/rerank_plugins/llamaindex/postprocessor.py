@@ -1,0 +1,74 @@
+"""LlamaIndex node postprocessor that reranks nodes with the shared cross-encoder backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from pydantic import Field, PrivateAttr
+
+from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
+from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, cross_encoder_backend
+from rerank_plugins.llamaindex._convert import with_scores
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.retrieval import RerankOptions
+from rerank_plugins.types import Document, SearchHit
+
+
+class CrossEncoderRerank(ModelLoadFields, RerankFields, BaseNodePostprocessor):
+    """Rerank nodes with a cross-encoder and keep the ``top_n`` best.
+
+    ``NodeWithScore.score`` becomes the rerank score (on ``scale``); each returned node is a copy whose
+    metadata also holds ``rerank_score``, ``rerank_scale`` and the first-stage ``retrieval_score``
+    (keys excluded from LLM and embedding text). The caller's nodes are not modified.
+    """
+
+    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
+    _backend: CrossEncoderBackend = PrivateAttr()
+    _options: RerankOptions = PrivateAttr()
+
+    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
+        if backend is not None:
+            data.setdefault("model", backend.model_name)
+        super().__init__(**data)
+        self._options = self.rerank_options()
+        self._backend = cross_encoder_backend(backend, self.model, self.load_options())
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RerankPluginsCrossEncoderRerank"
+
+    @property
+    def backend(self) -> CrossEncoderBackend:
+        return self._backend
+
+    def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("CrossEncoderRerank needs the query: pass query_bundle or query_str")
+        return self.postprocess_batch([(query_bundle.query_str, nodes)])[0]
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+
+    def postprocess_batch(self, requests: Sequence[tuple[str, Sequence[NodeWithScore]]]) -> list[list[NodeWithScore]]:
+        """Rerank several ``(query, nodes)`` requests in one batched pass; results in input order."""
+        hit_requests = []
+        for query, nodes in requests:
+            for i, node in enumerate(nodes):
+                if not isinstance(node, NodeWithScore):
+                    raise TypeError(f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__}")
+            hits = [
+                SearchHit(Document(n.node.get_content(metadata_mode=MetadataMode.EMBED), str(i), {}), i, n.score)
+                for i, n in enumerate(nodes)
+            ]
+            hit_requests.append((query, hits))
+        ranked = self._options.rerank(self._backend, hit_requests)
+        return [
+            [with_scores(nodes[int(r.document.id)].node, r) for r in results]
+            for (_, nodes), results in zip(requests, ranked)
+        ]

@@ -1,0 +1,79 @@
+"""What both backends share: lazy, thread-safe loading and device choice."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.models.resolve import resolve_model_path
+
+RUNTIMES: tuple[str, ...] = ("torch",)
+
+
+class LazyModelBackend:
+    """Holds a model name and its load options; loads the weights once, on first use.
+
+    Inference is serialised by ``self.lock``: one forward pass already uses every core on a CPU,
+    and Hugging Face fast tokenizers are not safe to call from several threads at once.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        max_length: int | None = None,
+        runtime: str = "torch",
+        trust_remote_code: bool = False,
+    ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8):
+            raise ValueError(f"max_length must be an int >= 8 or None, got {max_length!r}")
+        self.model_name = os.fspath(model)
+        self.revision = revision
+        self.device = self.normalize_device(device)
+        self.runtime = runtime
+        self.trust_remote_code = trust_remote_code
+        self._requested_max_length = max_length
+        self._path: Path | None = None
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self.lock = threading.RLock()
+
+    @staticmethod
+    def normalize_device(device: str | None) -> str:
+        if device in (None, "auto"):
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(device)
+
+    @property
+    def path(self) -> Path:
+        """Local directory of the model (resolved once)."""
+        if self._path is None:
+            self._path = resolve_model_path(self.model_name, self.revision)
+        return self._path
+
+    @property
+    def model(self) -> Any:
+        """The loaded model, loaded on first access."""
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load(self.path)
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self, path: Path) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_name!r}, device={self.device!r}, runtime={self.runtime!r})"

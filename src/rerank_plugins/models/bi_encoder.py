@@ -1,0 +1,96 @@
+"""Bi-encoder backend: queries and documents encoded separately into float32 vectors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank_plugins._validation import check_positive_int, check_texts
+from rerank_plugins.models._base import LazyModelBackend
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_BAR_MIN_TEXTS = 256
+"""Inputs at least this long show a progress bar unless ``show_progress`` says otherwise."""
+
+
+class BiEncoderBackend(LazyModelBackend):
+    """A sentence-transformers embedding model behind a small, framework-free API.
+
+    Queries and documents go through ``encode_query`` / ``encode_document``, so prompts saved with
+    the model (e.g. ``"query: "`` for E5-style models) are applied. Embeddings are L2-normalised by
+    default, which makes inner product equal cosine similarity.
+    """
+
+    def _load(self, path: Path) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(path),
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            local_files_only=True,
+        )
+        if self._requested_max_length is not None:
+            model.max_seq_length = self._requested_max_length
+        model.eval()
+        return model
+
+    @property
+    def dimension(self) -> int:
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
+        if dim is None:
+            raise ValueError(f"{self.model_name} does not report an embedding dimension")
+        return int(dim)
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens; longer texts are truncated (see :meth:`count_truncated`)."""
+        return int(self.model.max_seq_length)
+
+    def encode_queries(
+        self, texts: list[str], *, batch_size: int = 32, normalize: bool = True, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed search queries: shape ``(len(texts), dimension)``, float32."""
+        return self._encode(texts, "query", batch_size, normalize, show_progress)
+
+    def encode_documents(
+        self, texts: list[str], *, batch_size: int = 32, normalize: bool = True, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed documents to be searched: shape ``(len(texts), dimension)``, float32."""
+        return self._encode(texts, "document", batch_size, normalize, show_progress)
+
+    def count_truncated(self, texts: list[str]) -> int:
+        """How many of ``texts`` are longer than :attr:`max_length` tokens (and so lose their ends)."""
+        texts = check_texts(texts)
+        if not texts:
+            return 0
+        with self.lock:
+            lengths = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False)["length"]
+        return int(sum(length > self.max_length for length in lengths))
+
+    def _encode(
+        self, texts: list[str], kind: str, batch_size: int, normalize: bool, show_progress: bool | None
+    ) -> np.ndarray:
+        texts = check_texts(texts)
+        check_positive_int(batch_size, "batch_size")
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if show_progress is None:
+            show_progress = len(texts) >= PROGRESS_BAR_MIN_TEXTS
+        model = self.model
+        encode = model.encode_query if kind == "query" else model.encode_document
+        with self.lock:
+            vectors = encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=normalize,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,315 @@
+"""Cross-encoder backend: one relevance score per (query, document) pair.
+
+Scoring is our own loop over the Hugging Face model rather than ``CrossEncoder.predict`` so that we
+control what matters for reranking: only the document is ever truncated (never the query), truncation
+is detected and reported, long documents can be scored in overlapping windows, many queries share one
+length-sorted batched pass, and the score scale is explicit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rerank_plugins._validation import (
+    check_positive_int,
+    check_query,
+    check_rank_options,
+    check_scale,
+    check_texts,
+    select_top,
+)
+from rerank_plugins.models._base import LazyModelBackend
+from rerank_plugins.types import RankedItem, ScoreScale
+
+logger = logging.getLogger(__name__)
+
+LongDocuments = Literal["truncate", "window"]
+LONG_DOCUMENT_POLICIES: tuple[str, ...] = ("truncate", "window")
+MIN_DOCUMENT_TOKENS = 16
+"""A query must leave at least this many tokens of ``max_length`` for the document."""
+PROGRESS_BAR_MIN_PAIRS = 2048
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Raw scores for one query's documents, in input order, with truncation and window details."""
+
+    raw: np.ndarray
+    truncated: np.ndarray
+    window: np.ndarray  # best window per document; -1 when the document was scored whole
+
+
+def apply_scale(raw: np.ndarray, scale: ScoreScale) -> np.ndarray:
+    """Convert raw logits to the requested scale (see :data:`rerank_plugins.types.ScoreScale`)."""
+    if scale == "raw":
+        return raw.astype(np.float32, copy=True)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
+
+
+class CrossEncoderBackend(LazyModelBackend):
+    """A sequence-classification cross-encoder (one logit, or two classes) behind a small API.
+
+    Scores are raw logits unless ``scale="sigmoid"`` is asked for. Pairs longer than the model's max
+    length are handled by ``long_documents``: ``"truncate"`` cuts the document only and flags it,
+    ``"window"`` scores overlapping windows of ``window_overlap`` tokens and keeps the best (max).
+    """
+
+    window_overlap: int = 64
+
+    def _load(self, path: Path) -> Any:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(
+            str(path),
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            local_files_only=True,
+            max_length=self._requested_max_length,
+        )
+        labels = model.num_labels
+        if model.model is None or labels not in (1, 2):
+            raise ValueError(
+                f"{self.model_name} is not a sequence-classification cross-encoder with 1 or 2 labels "
+                f"(num_labels={labels}); rerank-plugins cannot score with it"
+            )
+        model.eval()
+        return model
+
+    @property
+    def max_length(self) -> int:
+        """Longest (query, document) pair in tokens, special tokens included."""
+        model = self.model
+        length = model.max_seq_length or model.tokenizer.model_max_length
+        config_limit = getattr(model.model.config, "max_position_embeddings", None) or length
+        return int(min(length, config_limit))
+
+    # -- public API ------------------------------------------------------------------------------------
+
+    def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        scale: ScoreScale = "raw",
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Scores of ``documents`` for ``query`` in input order (float32, in ``scale``)."""
+        return self.score_batch([(query, documents)], scale=scale, long_documents=long_documents, batch_size=batch_size)[0]
+
+    def score_batch(
+        self,
+        requests: Sequence[tuple[str, Sequence[str]]],
+        *,
+        scale: ScoreScale = "raw",
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> list[np.ndarray]:
+        """Score many ``(query, documents)`` requests in one length-sorted pass; results in input order."""
+        check_scale(scale)
+        return [apply_scale(s.raw, scale) for s in self.score_details(requests, long_documents, batch_size)]
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        min_keep: int = 0,
+        scale: ScoreScale = "raw",
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> list[RankedItem]:
+        """Rank ``documents`` for ``query``, best first. See :meth:`rank_batch`."""
+        return self.rank_batch(
+            [(query, documents)],
+            top_n=top_n,
+            score_threshold=score_threshold,
+            min_keep=min_keep,
+            scale=scale,
+            long_documents=long_documents,
+            batch_size=batch_size,
+        )[0]
+
+    def rank_batch(
+        self,
+        requests: Sequence[tuple[str, Sequence[str]]],
+        *,
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        min_keep: int = 0,
+        scale: ScoreScale = "raw",
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> list[list[RankedItem]]:
+        """Rank each request's documents, best first, in one batched pass.
+
+        Each result is a subset of its request's positions, each at most once. ``score_threshold`` is in
+        ``scale`` units; documents below it are dropped, except that the ``min_keep`` best always stay.
+        """
+        check_rank_options(top_n, score_threshold, min_keep)
+        check_scale(scale)
+        results = []
+        for details in self.score_details(requests, long_documents, batch_size):
+            scores = apply_scale(details.raw, scale)
+            keep = select_top(scores.tolist(), top_n, score_threshold, min_keep)
+            if score_threshold is not None and len(scores) and not keep:
+                logger.info("score_threshold=%s removed all %d candidates", score_threshold, len(scores))
+            results.append(
+                [
+                    RankedItem(
+                        index=i,
+                        score=float(scores[i]),
+                        truncated=bool(details.truncated[i]),
+                        window=None if details.window[i] < 0 else int(details.window[i]),
+                    )
+                    for i in keep
+                ]
+            )
+        return results
+
+    # -- scoring ---------------------------------------------------------------------------------------
+
+    def score_details(
+        self,
+        requests: Sequence[tuple[str, Sequence[str]]],
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> list[PairScores]:
+        """Raw scores with truncation/window details for every request, in one pass."""
+        if long_documents not in LONG_DOCUMENT_POLICIES:
+            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
+        check_positive_int(batch_size, "batch_size")
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise TypeError(f"requests must be a sequence of (query, documents) pairs, got {type(requests).__name__}")
+        queries: list[str] = []
+        documents: list[list[str]] = []
+        for r, request in enumerate(requests):
+            if not isinstance(request, (tuple, list)) or len(request) != 2:
+                raise TypeError(f"requests[{r}] must be a (query, documents) pair")
+            queries.append(check_query(request[0], f"requests[{r}] query" if len(requests) > 1 else "query"))
+            documents.append(check_texts(request[1], "documents"))
+        if not any(documents):
+            return [PairScores(np.zeros(0, np.float32), np.zeros(0, bool), np.zeros(0, np.int64)) for _ in documents]
+        with self.lock:
+            return self._score_locked(queries, documents, long_documents, batch_size)
+
+    def _score_locked(
+        self, queries: list[str], documents: list[list[str]], long_documents: str, batch_size: int
+    ) -> list[PairScores]:
+        import torch
+
+        model = self.model
+        tokenizer = model.tokenizer
+        max_length = self.max_length
+        longest_query = self._check_query_lengths(queries, max_length)
+
+        flat_queries = [q for q, docs in zip(queries, documents) for _ in docs]
+        flat_docs = [d for docs in documents for d in docs]
+        windowed = long_documents == "window"
+        encoded = tokenizer(
+            flat_queries,
+            flat_docs,
+            truncation="only_second",
+            max_length=max_length,
+            stride=self._stride(max_length, longest_query) if windowed else 0,
+            return_overflowing_tokens=True,
+            padding=False,
+        )
+        chunk_owner = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
+        chunks_per_pair = np.bincount(chunk_owner, minlength=len(flat_docs))
+        truncated = chunks_per_pair > 1
+        if windowed:
+            chunk_ids = np.arange(len(chunk_owner))
+        else:  # keep only each pair's first chunk
+            chunk_ids = np.flatnonzero(np.r_[True, chunk_owner[1:] != chunk_owner[:-1]])
+        names = [n for n in tokenizer.model_input_names if n in encoded]
+        lengths = np.fromiter((len(encoded["input_ids"][i]) for i in chunk_ids), dtype=np.int64, count=len(chunk_ids))
+        order = chunk_ids[np.argsort(-lengths, kind="stable")]  # longest first, each batch padded to its own max
+
+        chunk_scores = np.empty(len(chunk_owner), dtype=np.float32)
+        hf_model = model.model
+        progress = None
+        if len(order) >= PROGRESS_BAR_MIN_PAIRS:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(order), desc="Reranking", unit="pair")
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch_ids = order[start : start + batch_size]
+                features = tokenizer.pad(
+                    {n: [encoded[n][i] for i in batch_ids] for n in names}, return_tensors="pt"
+                )
+                logits = hf_model(**{k: v.to(hf_model.device) for k, v in features.items()}).logits.float()
+                scores = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+                chunk_scores[batch_ids] = scores.cpu().numpy()
+                if progress is not None:
+                    progress.update(len(batch_ids))
+        if progress is not None:
+            progress.close()
+
+        raw, window = self._aggregate(chunk_scores, chunk_owner, chunk_ids, len(flat_docs), windowed)
+        if np.isnan(raw).any():
+            logger.warning("%d scores were NaN and are ranked last (-inf)", int(np.isnan(raw).sum()))
+            raw = np.where(np.isnan(raw), -np.inf, raw).astype(np.float32)
+        if truncated.any() and not windowed:
+            logger.debug("%d of %d documents truncated to fit max_length=%d", int(truncated.sum()), len(flat_docs), max_length)
+
+        out, start = [], 0
+        for docs in documents:
+            end = start + len(docs)
+            out.append(PairScores(raw[start:end], truncated[start:end], window[start:end]))
+            start = end
+        return out
+
+    @staticmethod
+    def _aggregate(
+        chunk_scores: np.ndarray, chunk_owner: np.ndarray, chunk_ids: np.ndarray, n_pairs: int, windowed: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: the max over its scored chunks, and which window gave it (-1 if only one chunk)."""
+        raw = np.full(n_pairs, -np.inf, dtype=np.float32)
+        best = np.full(n_pairs, -1, dtype=np.int64)
+        first_chunk = np.full(n_pairs, -1, dtype=np.int64)
+        for chunk in chunk_ids:
+            pair = chunk_owner[chunk]
+            if first_chunk[pair] < 0:
+                first_chunk[pair] = chunk
+            score = chunk_scores[chunk]
+            if best[pair] < 0 or score > raw[pair] or (math.isnan(raw[pair]) and not math.isnan(score)):
+                raw[pair] = score
+                best[pair] = chunk
+        window = best - first_chunk
+        if windowed:
+            counts = np.bincount(chunk_owner, minlength=n_pairs)
+            window[counts <= 1] = -1
+        else:
+            window[:] = -1
+        return raw, window
+
+    def _stride(self, max_length: int, longest_query: int) -> int:
+        """Window overlap in tokens: ``window_overlap``, but at most half of the room left for the document."""
+        room = max_length - longest_query - self.model.tokenizer.num_special_tokens_to_add(pair=True)
+        return max(0, min(self.window_overlap, room // 2))
+
+    def _check_query_lengths(self, queries: list[str], max_length: int) -> int:
+        """Raise if a query leaves no room for documents; return the longest query's length in tokens."""
+        tokenizer = self.model.tokenizer
+        unique = list(dict.fromkeys(queries))
+        lengths = tokenizer(unique, add_special_tokens=False, return_length=True)["length"]
+        budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+        for query, length in zip(unique, lengths):
+            if length > budget:
+                raise ValueError(
+                    f"query is {length} tokens long; with max_length={max_length} it leaves fewer than "
+                    f"{MIN_DOCUMENT_TOKENS} tokens for the document. Shorten the query (queries are never truncated)."
+                )
+        return int(max(lengths))

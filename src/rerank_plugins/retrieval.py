@@ -1,0 +1,92 @@
+"""The framework-free two-stage pipeline: FAISS top-k, then a cross-encoder rerank to top-n."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rerank_plugins._validation import check_positive_int, check_rank_options, check_scale
+from rerank_plugins.index.store import FaissIndex
+from rerank_plugins.models.cross_encoder import LONG_DOCUMENT_POLICIES, CrossEncoderBackend
+from rerank_plugins.types import RetrievedDocument, SearchHit
+
+
+@dataclass
+class RerankOptions:
+    """How a cross-encoder's scores are turned into a result list; shared by the pipeline and every adapter."""
+
+    top_n: int | None = 5
+    score_threshold: float | None = None
+    min_keep: int = 0
+    scale: str = "raw"
+    long_documents: str = "truncate"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_rank_options(self.top_n, self.score_threshold, self.min_keep)
+        check_scale(self.scale)
+        if self.long_documents not in LONG_DOCUMENT_POLICIES:
+            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {self.long_documents!r}")
+        check_positive_int(self.batch_size, "batch_size")
+
+    def rerank(
+        self, reranker: CrossEncoderBackend, requests: Sequence[tuple[str, Sequence[SearchHit]]]
+    ) -> list[list[RetrievedDocument]]:
+        """Rerank each query's hits in one batched pass; each output is a subset of its hits, best first."""
+        ranked = reranker.rank_batch(
+            [(query, [hit.document.text for hit in hits]) for query, hits in requests],
+            top_n=self.top_n,
+            score_threshold=self.score_threshold,
+            min_keep=self.min_keep,
+            scale=self.scale,
+            long_documents=self.long_documents,
+            batch_size=self.batch_size,
+        )
+        return [
+            [
+                RetrievedDocument(
+                    document=hits[item.index].document,
+                    retrieval_score=hits[item.index].score,
+                    rerank_score=item.score,
+                    rerank_scale=self.scale,
+                    truncated=item.truncated,
+                    window=item.window,
+                )
+                for item in items
+            ]
+            for (_, hits), items in zip(requests, ranked)
+        ]
+
+
+class TwoStagePipeline:
+    """``top_k`` candidates from the index, reranked by ``reranker`` and cut to ``options.top_n``.
+
+    Without a reranker the first stage's own top-n is returned, so the two are always comparable.
+    """
+
+    def __init__(
+        self,
+        index: FaissIndex,
+        reranker: CrossEncoderBackend | None = None,
+        *,
+        top_k: int = 30,
+        options: RerankOptions | None = None,
+    ) -> None:
+        self.index = index
+        self.reranker = reranker
+        self.top_k = check_positive_int(top_k, "top_k")
+        self.options = options or RerankOptions()
+
+    def retrieve(self, query: str) -> list[RetrievedDocument]:
+        return self.retrieve_batch([query])[0]
+
+    def retrieve_batch(self, queries: Sequence[str]) -> list[list[RetrievedDocument]]:
+        """Both stages for many queries: one encoding pass, one search, one rerank pass."""
+        candidates = self.index.search_batch(queries, self.top_k)
+        if self.reranker is None:
+            top_n = self.options.top_n
+            return [
+                [RetrievedDocument(hit.document, hit.score) for hit in hits[:top_n]]
+                for hits in candidates
+            ]
+        return self.options.rerank(self.reranker, list(zip(queries, candidates)))
