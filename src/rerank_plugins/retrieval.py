@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rerank_plugins._validation import check_positive_int, check_rank_options, check_scale
 from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.cross_encoder import LONG_DOCUMENT_POLICIES, CrossEncoderBackend
-from rerank_plugins.types import RetrievedDocument, SearchHit
+from rerank_plugins.schema import RetrievedDocument, SearchHit
 
 
 @dataclass

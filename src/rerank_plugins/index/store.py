@@ -24,7 +24,7 @@ import numpy as np
 
 from rerank_plugins._validation import check_positive_int, check_query, check_texts
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
-from rerank_plugins.types import Document, SearchHit
+from rerank_plugins.schema import Document, SearchHit
 
 logger = logging.getLogger(__name__)
 

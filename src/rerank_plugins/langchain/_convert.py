@@ -6,7 +6,7 @@ import uuid
 
 from langchain_core.documents import Document as LCDocument
 
-from rerank_plugins.types import Document, RetrievedDocument
+from rerank_plugins.schema import Document, RetrievedDocument
 
 
 def to_document(document: LCDocument) -> Document:

@@ -16,7 +16,7 @@ from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, cross_encoder_backen
 from rerank_plugins.langchain._convert import to_langchain
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.retrieval import RerankOptions
-from rerank_plugins.types import Document, SearchHit
+from rerank_plugins.schema import Document, SearchHit
 
 
 class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor):

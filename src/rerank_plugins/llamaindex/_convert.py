@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
 
-from rerank_plugins.types import SCORE_KEYS, Document, RetrievedDocument
+from rerank_plugins.schema import SCORE_KEYS, Document, RetrievedDocument
 
 
 def to_document(node: BaseNode) -> Document:

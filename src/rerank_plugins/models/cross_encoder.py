@@ -26,7 +26,7 @@ from rerank_plugins._validation import (
     select_top,
 )
 from rerank_plugins.models._base import LazyModelBackend
-from rerank_plugins.types import RankedItem, ScoreScale
+from rerank_plugins.schema import RankedItem, ScoreScale
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class PairScores:
 
 
 def apply_scale(raw: np.ndarray, scale: ScoreScale) -> np.ndarray:
-    """Convert raw logits to the requested scale (see :data:`rerank_plugins.types.ScoreScale`)."""
+    """Convert raw logits to the requested scale (see :data:`rerank_plugins.schema.ScoreScale`)."""
     if scale == "raw":
         return raw.astype(np.float32, copy=True)
     with np.errstate(over="ignore"):

@@ -1,0 +1,120 @@
+"""Quality benchmark: what training each stage buys, on a BEIR-layout set (default: SciFact).
+
+Pipelines: (a) packaged MiniLM, (b) fine-tuned bi-encoder, (c) (a) + trained cross-encoder,
+(d) (b) + trained cross-encoder, each at first-stage depths 30 and 100; with training and evaluation times.
+Everything is trained here from the packaged all-MiniLM-L6-v2 on the train split only.
+
+    python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+from rerank_plugins.evaluation.report import markdown_table
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
+from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
+from rerank_plugins.training.data import load_dataset
+from rerank_plugins.training.mining import corpus_index, mine_hard_negatives
+
+BASE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def timed(label: str, timings: dict, fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    timings[label] = round(time.perf_counter() - start, 1)
+    print(f"[{label}] {timings[label]} s", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/scifact")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--test-split", default="test")
+    parser.add_argument("--out", default="bench/results/scifact")
+    parser.add_argument("--work", default="runs/bench", help="where trained models go")
+    parser.add_argument("--bi-epochs", type=int, default=1)
+    parser.add_argument("--cross-epochs", type=int, default=1)
+    parser.add_argument("--cross-max-length", type=int, default=128)
+    parser.add_argument("--cross-negatives", type=int, default=7)
+    parser.add_argument("--cross-loss", default="listwise", choices=["listwise", "binary"])
+    parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
+    parser.add_argument("--depths", default="30,100")
+    parser.add_argument("--reuse", action="store_true", help="reuse trained models already in --work")
+    args = parser.parse_args()
+    depths = [int(d) for d in args.depths.split(",")]
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    train_all = load_dataset(args.data, args.train_split)
+    test = load_dataset(args.data, args.test_split)
+    train, held_out = train_all.split(0.1, seed=0)
+    print(f"corpus {len(test.corpus)}, train queries {len(train.queries)}, held-out {len(held_out.queries)}, "
+          f"test queries {len(test.queries)}", flush=True)
+
+    base = BiEncoderBackend(BASE)
+    base_index = timed("encode corpus (base)", timings, corpus_index, test, base)
+    negatives = mine_hard_negatives(train_all, base_index, num_negatives=args.cross_negatives, depth=30,
+                                    strategy=args.negatives)
+    held_negatives = {q: negatives[q] for q in held_out.queries}
+
+    bi_dir = work / "bi-encoder"
+    if not (args.reuse and (bi_dir / "modules.json").exists()):
+        timed("train bi-encoder", timings, train_bi_encoder, train, bi_dir, base_model=BASE,
+              config=BiEncoderTrainingConfig(epochs=args.bi_epochs), hard_negatives=negatives,
+              eval_data=held_out, eval_negatives=held_negatives)
+    tuned = BiEncoderBackend(str(bi_dir))
+    tuned_index = timed("encode corpus (fine-tuned)", timings, corpus_index, test, tuned)
+
+    cross_dir = work / f"cross-encoder-{args.negatives}-{args.cross_loss}"
+    if not (args.reuse and (cross_dir / "config.json").exists()):
+        timed("train cross-encoder", timings, train_cross_encoder, train, negatives, cross_dir, base_model=BASE,
+              config=CrossEncoderTrainingConfig(loss=args.cross_loss, epochs=args.cross_epochs,
+                                                num_negatives=args.cross_negatives, max_length=args.cross_max_length),
+              eval_data=held_out, eval_negatives=held_negatives)
+    reranker = CrossEncoderBackend(str(cross_dir))
+
+    rows = []
+    reports = {}
+    for label, index in (("a: packaged MiniLM", base_index), ("b: fine-tuned bi-encoder", tuned_index)):
+        for depth in depths:
+            report = timed(f"evaluate {label[0]} top-{depth}", timings, evaluate_two_stage, test, index, reranker,
+                           first_stage_k=depth)
+            reports[f"{label[0]}@{depth}"] = report
+            first, reranked = report["metrics"]["first_stage"], report["metrics"]["reranked"]
+            rows.append((label, depth, first, report["latency"]["first_stage"]))
+            rows.append((f"{'c' if label[0] == 'a' else 'd'}: {label[0]} + trained cross-encoder", depth, reranked,
+                         report["latency"]["rerank"]))
+            print(markdown_table(report), flush=True)
+
+    table = ["| pipeline | depth | nDCG@10 | MRR@10 | hit@1 | hit@10 | recall@depth | ms/query |", "|---|---|---|---|---|---|---|---|"]
+    for label, depth, m, latency in rows:
+        table.append(f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | "
+                     f"{m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |")
+    header = (f"# {args.data} quality benchmark\n\ncommand: `python {' '.join(sys.argv)}`  \n"
+              f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
+              f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n")
+    text = header + "\n".join(table) + "\n\nTimings (s): " + json.dumps(timings) + "\n"
+    print(text)
+    (out / "quality.md").write_text(text, encoding="utf-8")
+    (out / "quality.json").write_text(json.dumps({"timings": timings, "reports": reports, "argv": sys.argv}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Metrics (pure functions), two-stage evaluation, and reports (JSON, Markdown, PNG)."""

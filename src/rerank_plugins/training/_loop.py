@@ -1,0 +1,96 @@
+"""The optimisation loop both trainers share: AdamW, linear warm-up/decay, a time budget, best-checkpoint keeping."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingLog:
+    steps: int = 0
+    planned_steps: int = 0
+    seconds: float = 0.0
+    stopped_by_time_budget: bool = False
+    final_loss: float | None = None
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+def optimise(
+    model: Any,
+    param_groups: list[dict[str, Any]],
+    batches_for_epoch: Callable[[int], Sequence[Any]],
+    step_loss: Callable[[Any], Any],
+    *,
+    epochs: int,
+    warmup_ratio: float = 0.1,
+    time_budget_s: float | None = None,
+    evaluate: Callable[[], float] | None = None,
+    description: str = "Training",
+    show_progress: bool = True,
+) -> TrainingLog:
+    """Run ``epochs`` over ``batches_for_epoch(epoch)``; stop early when ``time_budget_s`` is spent.
+
+    With ``evaluate`` (higher is better), it runs after every epoch and the best weights are kept.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    epoch_batches = [batches_for_epoch(epoch) for epoch in range(epochs)]
+    total = sum(len(b) for b in epoch_batches)
+    log = TrainingLog(planned_steps=total)
+    if total == 0:
+        raise ValueError("no training batches: the training data is empty")
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=0.01)
+    warmup = max(1, int(total * warmup_ratio))
+
+    def schedule(step: int) -> float:
+        return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start = time.perf_counter()
+    best_score, best_state = -math.inf, None
+    running = None
+    progress = tqdm(total=total, desc=description, unit="step", disable=not show_progress)
+    model.train()
+    for epoch, batches in enumerate(epoch_batches):
+        for batch in batches:
+            loss = step_loss(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in param_groups for p in g["params"]], 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            log.steps += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{running:.4f}")
+            if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                log.stopped_by_time_budget = True
+                break
+        if evaluate is not None:
+            model.eval()
+            score = evaluate()
+            model.train()
+            log.evaluations.append({"epoch": epoch + 1, "step": log.steps, "score": score})
+            logger.info("epoch %d: held-out score %.4f", epoch + 1, score)
+            if score > best_score:
+                best_score, best_state, log.best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
+        if log.stopped_by_time_budget:
+            break
+    progress.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    log.seconds = time.perf_counter() - start
+    log.final_loss = running
+    return log

@@ -1,0 +1,143 @@
+"""Train a cross-encoder reranker from any backbone on (query, positive, hard negatives) groups.
+
+``loss="listwise"`` (default): softmax cross-entropy over each query's group (1 positive + n negatives),
+which teaches relative order directly. ``loss="binary"``: per-pair BCE, positives up-weighted by n.
+The classification head is new, so it learns at ``head_lr_multiplier`` times the backbone's rate.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rerank_plugins._validation import check_positive_int
+from rerank_plugins.models.resolve import resolve_model_path
+from rerank_plugins.training._loop import TrainingLog, optimise
+from rerank_plugins.training.data import RetrievalDataset
+from rerank_plugins.training.heldout import pool_mrr
+from rerank_plugins.training.model_card import write_model_card
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class CrossEncoderTrainingConfig:
+    loss: Literal["listwise", "binary"] = "listwise"
+    epochs: int = 1
+    queries_per_batch: int = 4
+    num_negatives: int = 7
+    learning_rate: float = 5e-5
+    head_lr_multiplier: float = 20.0
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    time_budget_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("listwise", "binary"):
+            raise ValueError(f"loss must be 'listwise' or 'binary', got {self.loss!r}")
+        for name in ("epochs", "queries_per_batch", "num_negatives", "max_length"):
+            check_positive_int(getattr(self, name), name)
+
+
+def _groups(dataset: RetrievalDataset, negatives: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str, list[str]]]:
+    """(query, positive, negatives) per (query, positive) pair; queries short of negatives are skipped."""
+    rng = random.Random(seed)
+    groups = []
+    for query_id in dataset.labelled_queries:
+        pool = [d for d in negatives.get(query_id, []) if d not in dataset.qrels[query_id]]
+        if len(pool) < n:
+            continue
+        for positive in dataset.positives(query_id):
+            chosen = rng.sample(pool, n)
+            groups.append((dataset.queries[query_id], dataset.corpus[positive], [dataset.corpus[d] for d in chosen]))
+    return groups
+
+
+def train_cross_encoder(
+    train: RetrievalDataset,
+    negatives: dict[str, list[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    base_model: str = DEFAULT_BACKBONE,
+    config: CrossEncoderTrainingConfig | None = None,
+    eval_data: RetrievalDataset | None = None,
+    eval_negatives: dict[str, list[str]] | None = None,
+    show_progress: bool = True,
+) -> tuple[Path, TrainingLog]:
+    """Train, keep the best epoch on the held-out pool (if given), save to ``output_dir`` with a model card."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = config or CrossEncoderTrainingConfig()
+    torch.manual_seed(config.seed)
+    base_path = resolve_model_path(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+    groups = _groups(train, negatives, config.num_negatives, config.seed)
+    if not groups:
+        raise ValueError(f"no query in {train.name} has {config.num_negatives} negatives; mine more or lower num_negatives")
+
+    def batches(epoch: int) -> list[list[tuple[str, str, list[str]]]]:
+        order = groups[:]
+        random.Random(config.seed + epoch).shuffle(order)
+        size = config.queries_per_batch
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    n_docs = 1 + config.num_negatives
+    pos_weight = torch.tensor([float(config.num_negatives)])
+
+    def step_loss(batch: list[tuple[str, str, list[str]]]) -> Any:
+        queries = [q for q, _, _ in batch for _ in range(n_docs)]
+        docs = [d for _, positive, negs in batch for d in [positive, *negs]]
+        features = tokenizer(queries, docs, truncation="only_second", max_length=config.max_length,
+                             padding=True, return_tensors="pt")
+        logits = model(**features).logits.view(len(batch), n_docs)
+        if config.loss == "listwise":
+            return torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+
+    def score(query: str, docs: list[str]) -> Any:
+        with torch.inference_mode():
+            features = tokenizer([query] * len(docs), docs, truncation="only_second", max_length=config.max_length,
+                                 padding=True, return_tensors="pt")
+            return model(**features).logits[:, 0].numpy()
+
+    evaluate = None
+    if eval_data is not None and eval_negatives:
+        evaluate = lambda: pool_mrr(score, eval_data, eval_negatives)  # noqa: E731
+
+    head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "score"))]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    log = optimise(
+        model,
+        [{"params": body, "lr": config.learning_rate},
+         {"params": head, "lr": config.learning_rate * config.head_lr_multiplier}],
+        batches,
+        step_loss,
+        epochs=config.epochs,
+        warmup_ratio=config.warmup_ratio,
+        time_budget_s=config.time_budget_s,
+        evaluate=evaluate,
+        description=f"Training cross-encoder ({config.loss})",
+        show_progress=show_progress,
+    )
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    tokenizer.model_max_length = config.max_length
+    tokenizer.save_pretrained(output)
+    scores = {"held_out_pool_mrr@10": log.evaluations[-1]["score"]} if log.evaluations else {}
+    if log.best_epoch is not None:
+        scores["best_epoch"] = log.best_epoch
+    write_model_card(
+        output, kind="cross-encoder", base_model=base_model, data=f"{train.name}: {len(groups)} (query, positive, "
+        f"{config.num_negatives} negatives) groups", parameters=asdict(config), training=asdict(log), scores=scores,
+    )
+    return output, log

@@ -1,0 +1,288 @@
+"""Retrieval data sets: a corpus, queries, and which documents are relevant to which query.
+
+Loaders for the BEIR layout, SQuAD/KorQuAD-style JSON, plain (query, positive[, negative]) pair files
+and in-memory lists. Every loader validates and raises :class:`DataError` saying how many records are
+wrong and which.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """The data is malformed; the message says how many records and shows some of them."""
+
+
+def _problem(what: str, items: Sequence[Any], source: str | os.PathLike[str]) -> DataError:
+    shown = ", ".join(repr(x) for x in list(items)[:5])
+    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+    return DataError(f"{source}: {len(items)} {what}: {shown}{more}")
+
+
+@dataclass
+class RetrievalDataset:
+    """``corpus`` doc id -> text; ``queries`` query id -> text; ``qrels`` query id -> {doc id: relevance > 0};
+    ``negatives`` optional query id -> doc ids known to be irrelevant (from pair files with a negative column)."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    negatives: dict[str, list[str]] = field(default_factory=dict)
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        empty_docs = [d for d, t in self.corpus.items() if not isinstance(t, str) or not t.strip()]
+        if empty_docs:
+            raise _problem("documents with empty text", empty_docs, self.name)
+        empty_queries = [q for q, t in self.queries.items() if not isinstance(t, str) or not t.strip()]
+        if empty_queries:
+            raise _problem("queries with empty text", empty_queries, self.name)
+        unknown_queries = [q for q in self.qrels if q not in self.queries]
+        if unknown_queries:
+            raise _problem("qrels for unknown query ids", unknown_queries, self.name)
+        unknown_docs = sorted({d for rel in self.qrels.values() for d in rel if d not in self.corpus})
+        if unknown_docs:
+            raise _problem("qrels pointing at unknown document ids", unknown_docs, self.name)
+        unknown_negatives = sorted({d for neg in self.negatives.values() for d in neg if d not in self.corpus})
+        if unknown_negatives:
+            raise _problem("negatives pointing at unknown document ids", unknown_negatives, self.name)
+        no_positive = [q for q, rel in self.qrels.items() if not any(v > 0 for v in rel.values())]
+        if no_positive:
+            raise _problem("queries without any relevant document", no_positive, self.name)
+
+    @property
+    def labelled_queries(self) -> list[str]:
+        return [q for q in self.queries if q in self.qrels]
+
+    def positives(self, query_id: str) -> list[str]:
+        return [d for d, rel in self.qrels.get(query_id, {}).items() if rel > 0]
+
+    def subset(self, query_ids: Iterable[str], name: str | None = None) -> RetrievalDataset:
+        """The same corpus with only ``query_ids`` (and their qrels / negatives)."""
+        ids = [q for q in query_ids if q in self.queries]
+        return RetrievalDataset(
+            corpus=self.corpus,
+            queries={q: self.queries[q] for q in ids},
+            qrels={q: self.qrels[q] for q in ids if q in self.qrels},
+            negatives={q: self.negatives[q] for q in ids if q in self.negatives},
+            name=name or self.name,
+        )
+
+    def split(self, held_out: float, seed: int = 0) -> tuple[RetrievalDataset, RetrievalDataset]:
+        """Split labelled queries at random into (train, held-out); the corpus is shared."""
+        if not 0 < held_out < 1:
+            raise ValueError(f"held_out must be between 0 and 1, got {held_out}")
+        ids = sorted(self.labelled_queries)
+        random.Random(seed).shuffle(ids)
+        cut = max(1, round(len(ids) * held_out))
+        return self.subset(ids[cut:], f"{self.name}[train]"), self.subset(ids[:cut], f"{self.name}[held-out]")
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows, bad = [], []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                bad.append(number)
+                continue
+            if not isinstance(row, dict):
+                bad.append(number)
+                continue
+            rows.append(row)
+    if bad:
+        raise _problem("lines that are not JSON objects (line numbers)", bad, path)
+    return rows
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.jsonl", directory / f"{stem}.jsonl.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{directory}: neither {stem}.jsonl nor {stem}.jsonl.gz exists")
+
+
+def _by_id(rows: list[dict[str, Any]], path: Path, text_of) -> dict[str, str]:
+    out: dict[str, str] = {}
+    missing, duplicate = [], []
+    for number, row in enumerate(rows, 1):
+        key = row.get("_id")
+        if key is None or str(key) == "":
+            missing.append(number)
+            continue
+        key = str(key)
+        if key in out:
+            duplicate.append(key)
+        out[key] = text_of(row)
+    if missing:
+        raise _problem("records without an _id (record numbers)", missing, path)
+    if duplicate:
+        raise _problem("duplicate ids", duplicate, path)
+    return out
+
+
+def beir_document_text(row: Mapping[str, Any]) -> str:
+    """BEIR's rule: title and text joined by one space (just the text when there is no title)."""
+    title, text = str(row.get("title") or "").strip(), str(row.get("text") or "").strip()
+    return f"{title} {text}".strip()
+
+
+def load_beir(directory: str | os.PathLike[str], split: str = "test") -> RetrievalDataset:
+    """A BEIR-layout folder: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``.
+
+    Only the queries that have qrels in ``split`` are kept.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory")
+    corpus = _by_id(_read_jsonl(_find(root, "corpus")), root / "corpus", beir_document_text)
+    all_queries = _by_id(_read_jsonl(_find(root, "queries")), root / "queries", lambda r: str(r.get("text") or ""))
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise DataError(f"{qrels_path} does not exist (splits available: {available or 'none'})")
+    qrels: dict[str, dict[str, int]] = {}
+    bad = []
+    with qrels_path.open(encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not row or (number == 1 and row[0] in ("query-id", "query_id", "qid")):
+                continue
+            try:
+                query_id, doc_id, score = row[0].strip(), row[1].strip(), int(row[-1])
+            except (IndexError, ValueError):
+                bad.append(number)
+                continue
+            if score > 0:
+                qrels.setdefault(query_id, {})[doc_id] = score
+    if bad:
+        raise _problem("malformed qrels lines (line numbers)", bad, qrels_path)
+    queries = {q: all_queries[q] for q in qrels if q in all_queries}
+    missing_queries = [q for q in qrels if q not in all_queries]
+    if missing_queries:
+        raise _problem("qrels for query ids not in queries.jsonl", missing_queries, qrels_path)
+    return RetrievalDataset(corpus, queries, qrels, name=f"{root.name}/{split}")
+
+
+def load_squad(
+    path: str | os.PathLike[str], split: str | None = None, test_fraction: float = 0.3, seed: int = 0
+) -> RetrievalDataset:
+    """SQuAD / KorQuAD JSON: corpus = paragraphs, each question's relevant document = its own paragraph.
+
+    ``split``: None (all questions), ``"train"`` or ``"test"``: articles are divided at random
+    (``test_fraction`` of them to test) so that no paragraph serves both.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not SQuAD-style JSON with a top-level 'data' list ({error})") from None
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
+    articles = list(range(len(data)))
+    random.Random(seed).shuffle(articles)
+    test_articles = set(articles[: round(len(articles) * test_fraction)])
+    corpus: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    seen_text: dict[str, str] = {}
+    for a, article in enumerate(data):
+        in_test = a in test_articles
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            context = str(paragraph.get("context") or "").strip()
+            if not context:
+                continue
+            doc_id = seen_text.setdefault(context, f"a{a}p{p}")
+            corpus[doc_id] = context
+            if split is not None and in_test != (split == "test"):
+                continue
+            for qa in paragraph.get("qas", []):
+                question = str(qa.get("question") or "").strip()
+                if question:
+                    query_id = str(qa.get("id") or f"{doc_id}q{len(queries)}")
+                    queries[query_id] = question
+                    qrels[query_id] = {doc_id: 1}
+    return RetrievalDataset(corpus, queries, qrels, name=f"{path.stem}/{split or 'all'}")
+
+
+def _text_id(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def from_pairs(
+    pairs: Iterable[Sequence[str]], corpus: Iterable[str] = (), name: str = "pairs"
+) -> RetrievalDataset:
+    """(query, positive[, negative]) tuples -> a data set; extra ``corpus`` texts join the document pool."""
+    docs: dict[str, str] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    negatives: dict[str, list[str]] = {}
+    bad = []
+    for number, pair in enumerate(pairs, 1):
+        if isinstance(pair, str) or len(pair) not in (2, 3) or not all(isinstance(x, str) and x.strip() for x in pair):
+            bad.append(number)
+            continue
+        query, positive = pair[0].strip(), pair[1].strip()
+        query_id = _text_id(query)
+        queries[query_id] = query
+        docs[_text_id(positive)] = positive
+        qrels.setdefault(query_id, {})[_text_id(positive)] = 1
+        if len(pair) == 3:
+            negative = pair[2].strip()
+            docs[_text_id(negative)] = negative
+            negatives.setdefault(query_id, []).append(_text_id(negative))
+    if bad:
+        raise _problem("rows that are not (query, positive[, negative]) with non-empty texts (row numbers)", bad, name)
+    for text in corpus:
+        if isinstance(text, str) and text.strip():
+            docs.setdefault(_text_id(text.strip()), text.strip())
+    return RetrievalDataset(docs, queries, qrels, negatives, name=name)
+
+
+def load_pairs(path: str | os.PathLike[str]) -> RetrievalDataset:
+    """JSONL (keys ``query``, ``positive``, optional ``negative``) or CSV/TSV with those column names."""
+    path = Path(path)
+    if path.suffix in (".jsonl", ".gz"):
+        rows = _read_jsonl(path)
+    elif path.suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+    else:
+        raise DataError(f"{path}: expected .jsonl, .jsonl.gz, .csv or .tsv")
+    if rows and ("query" not in rows[0] or "positive" not in rows[0]):
+        raise DataError(f"{path}: needs 'query' and 'positive' columns, found {sorted(rows[0])}")
+    return from_pairs(
+        ([r.get("query"), r.get("positive")] + ([r["negative"]] if r.get("negative") else []) for r in rows),
+        name=str(path),
+    )
+
+
+def load_dataset(path: str | os.PathLike[str], split: str | None = None) -> RetrievalDataset:
+    """Pick the loader from what ``path`` is: BEIR folder, SQuAD-style ``.json``, or a pairs file."""
+    path = Path(path)
+    if path.is_dir():
+        return load_beir(path, split or "test")
+    if path.suffix == ".json":
+        return load_squad(path, split)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    return load_pairs(path)
