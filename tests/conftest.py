@@ -35,12 +35,13 @@ def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
     torch.manual_seed(seed)
     backbone = root / "tiny-bert"
     backbone.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(vocab_file=str(_write_vocab(backbone)), do_lower_case=True, model_max_length=64)
+    tokenizer = BertTokenizer(vocab=str(_write_vocab(backbone)), do_lower_case=True, model_max_length=64)
+    assert tokenizer.unk_token_id not in tokenizer("cancer risk", add_special_tokens=False)["input_ids"]
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -59,7 +60,10 @@ def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
     cross_path = root / "tiny-cross-encoder"
     torch.manual_seed(seed + 1)
     config.num_labels = 1
-    BertForSequenceClassification(config).save_pretrained(cross_path)
+    cross = BertForSequenceClassification(config)
+    with torch.no_grad():  # a random head gives scores close together; widen them so rankings have few ties
+        cross.classifier.weight.mul_(50.0)
+    cross.save_pretrained(cross_path)
     tokenizer.save_pretrained(cross_path)
     return bi_path, cross_path
 

@@ -20,20 +20,19 @@ FIRST_STAGE_SCORE_KEYS = (RETRIEVAL_SCORE, "score", "relevance_score", "similari
 """Metadata keys that retrievers commonly use for their score; the first one found is kept as ``retrieval_score``."""
 
 
+def backend_model_name(backend: Any, expected: type) -> str:
+    """The model name of a backend passed to an adapter, after checking its type."""
+    if not isinstance(backend, expected):
+        raise TypeError(f"backend must be a {expected.__name__}, got {type(backend).__name__}")
+    return backend.model_name
+
+
 def bi_encoder_backend(backend: BiEncoderBackend | None, model: str, load: Mapping[str, Any]) -> BiEncoderBackend:
-    if backend is not None:
-        if not isinstance(backend, BiEncoderBackend):
-            raise TypeError(f"backend must be a BiEncoderBackend, got {type(backend).__name__}")
-        return backend
-    return get_bi_encoder(model, **load)
+    return backend if backend is not None else get_bi_encoder(model, **load)
 
 
 def cross_encoder_backend(backend: CrossEncoderBackend | None, model: str, load: Mapping[str, Any]) -> CrossEncoderBackend:
-    if backend is not None:
-        if not isinstance(backend, CrossEncoderBackend):
-            raise TypeError(f"backend must be a CrossEncoderBackend, got {type(backend).__name__}")
-        return backend
-    return get_cross_encoder(model, **load)
+    return backend if backend is not None else get_cross_encoder(model, **load)
 
 
 def first_stage_score(metadata: Mapping[str, Any]) -> float | None:

@@ -12,7 +12,7 @@ from langchain_core.documents import Document as LCDocument
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
-from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, cross_encoder_backend, first_stage_score
+from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, backend_model_name, cross_encoder_backend, first_stage_score
 from rerank_plugins.langchain._convert import to_langchain
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.retrieval import RerankOptions
@@ -34,7 +34,7 @@ class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor
 
     def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model", backend.model_name)
+            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
         super().__init__(**data)
         self._options = self.rerank_options()
         self._backend = cross_encoder_backend(backend, self.model, self.load_options())

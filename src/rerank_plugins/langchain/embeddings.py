@@ -9,7 +9,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rerank_plugins._adapter_fields import ModelLoadFields
-from rerank_plugins._adapters import DEFAULT_BI_ENCODER, bi_encoder_backend
+from rerank_plugins._adapters import DEFAULT_BI_ENCODER, backend_model_name, bi_encoder_backend
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 
 
@@ -30,7 +30,7 @@ class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model", backend.model_name)
+            data.setdefault("model", backend_model_name(backend, BiEncoderBackend))
         super().__init__(**data)
         self._backend = bi_encoder_backend(backend, self.model, self.load_options())
 

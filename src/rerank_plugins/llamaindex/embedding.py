@@ -9,7 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import Field, PrivateAttr
 
 from rerank_plugins._adapter_fields import ModelLoadFields
-from rerank_plugins._adapters import DEFAULT_BI_ENCODER, bi_encoder_backend
+from rerank_plugins._adapters import DEFAULT_BI_ENCODER, backend_model_name, bi_encoder_backend
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 
 
@@ -27,7 +27,7 @@ class BiEncoderEmbedding(ModelLoadFields, BaseEmbedding):
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model_name", backend.model_name)
+            data.setdefault("model_name", backend_model_name(backend, BiEncoderBackend))
         super().__init__(**data)
         self._backend = bi_encoder_backend(backend, self.model_name, self.load_options())
 

@@ -11,7 +11,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr
 
 from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
-from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, cross_encoder_backend
+from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, backend_model_name, cross_encoder_backend
 from rerank_plugins.llamaindex._convert import with_scores
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.retrieval import RerankOptions
@@ -32,7 +32,7 @@ class CrossEncoderRerank(ModelLoadFields, RerankFields, BaseNodePostprocessor):
 
     def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model", backend.model_name)
+            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
         super().__init__(**data)
         self._options = self.rerank_options()
         self._backend = cross_encoder_backend(backend, self.model, self.load_options())

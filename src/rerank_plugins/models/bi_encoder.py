@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,30 @@ PROGRESS_BAR_MIN_TEXTS = 256
 """Inputs at least this long show a progress bar unless ``show_progress`` says otherwise."""
 
 
+DEFAULT_CACHE_SIZE = 50_000
+"""Embeddings kept in memory per backend (about 75 MB for a 384-dimensional model)."""
+
+
 class BiEncoderBackend(LazyModelBackend):
     """A sentence-transformers embedding model behind a small, framework-free API.
 
     Queries and documents go through ``encode_query`` / ``encode_document``, so prompts saved with
     the model (e.g. ``"query: "`` for E5-style models) are applied. Embeddings are L2-normalised by
     default, which makes inner product equal cosine similarity.
+
+    An LRU cache (``cache_size`` entries; 0 turns it off) keyed by query/document role, normalisation and
+    the text's hash makes re-embedding unchanged texts free; it lives with this backend, so it is
+    specific to this model, revision and prompt set.
     """
+
+    def __init__(self, model: str | os.PathLike[str], *, cache_size: int = DEFAULT_CACHE_SIZE, **options: Any) -> None:
+        super().__init__(model, **options)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, bool, bytes], np.ndarray] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -81,16 +101,40 @@ class BiEncoderBackend(LazyModelBackend):
         check_positive_int(batch_size, "batch_size")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if show_progress is None:
-            show_progress = len(texts) >= PROGRESS_BAR_MIN_TEXTS
-        model = self.model
-        encode = model.encode_query if kind == "query" else model.encode_document
+        keys = [(kind, normalize, hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest()) for t in texts]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        missing: dict[tuple[str, bool, bytes], list[int]] = {}
         with self.lock:
-            vectors = encode(
-                texts,
-                batch_size=batch_size,
-                normalize_embeddings=normalize,
-                convert_to_numpy=True,
-                show_progress_bar=show_progress,
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+            for i, key in enumerate(keys):
+                cached = self._cache.get(key) if self.cache_size else None
+                if cached is None:
+                    missing.setdefault(key, []).append(i)
+                else:
+                    self._cache.move_to_end(key)
+                    out[i] = cached
+            self.cache_hits += len(texts) - sum(len(v) for v in missing.values())
+            self.cache_misses += len(missing)
+            if missing:
+                todo = [texts[positions[0]] for positions in missing.values()]
+                if show_progress is None:
+                    show_progress = len(todo) >= PROGRESS_BAR_MIN_TEXTS
+                model = self.model
+                encode = model.encode_query if kind == "query" else model.encode_document
+                vectors = encode(
+                    todo,
+                    batch_size=batch_size,
+                    normalize_embeddings=normalize,
+                    convert_to_numpy=True,
+                    show_progress_bar=show_progress,
+                ).astype(np.float32, copy=False)
+                for (key, positions), vector in zip(missing.items(), vectors):
+                    out[positions] = vector
+                    if self.cache_size:
+                        self._cache[key] = vector.copy()
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def clear_cache(self) -> None:
+        with self.lock:
+            self._cache.clear()

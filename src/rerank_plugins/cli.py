@@ -1,0 +1,154 @@
+"""The ``rerank-plugins`` command: argument parsing only; the work is done by the library modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
+
+BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
+
+
+def _add_data(parser: argparse.ArgumentParser, split_default: str) -> None:
+    parser.add_argument("--data", required=True, help="BEIR folder, SQuAD/KorQuAD .json, or (query, positive[, negative]) .jsonl/.csv")
+    parser.add_argument("--split", default=split_default, help="qrels split (BEIR) or train/test (SQuAD) (default: %(default)s)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-plugins", description="Two-stage retrieval: bi-encoder + FAISS, then a cross-encoder rerank.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    quick = commands.add_parser("quickstart", help="offline demo: train a reranker on bundled data, evaluate before/after, use it")
+    quick.add_argument("--output", default="runs/quickstart", help="where models, index and report go (default: %(default)s)")
+    quick.add_argument("--time-budget", type=float, default=420.0, help="seconds of training (default: %(default)s)")
+    quick.add_argument("--first-stage-k", type=int, default=20, help="candidates reranked per query (default: %(default)s)")
+    quick.add_argument("--train-bi-encoder", action="store_true", help="also fine-tune the bi-encoder (shares the time budget)")
+
+    index = commands.add_parser("index", help="embed a data set's corpus into a FAISS index directory")
+    _add_data(index, "test")
+    index.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    index.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate")
+    index.add_argument("--output", required=True, help="index directory to write")
+
+    search = commands.add_parser("search", help="query a saved index, optionally reranking")
+    search.add_argument("--index", required=True, help="index directory written by `index`")
+    search.add_argument("--query", required=True, action="append", help="query text (repeat for several)")
+    search.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    search.add_argument("--cross-encoder", help="reranker directory or hub id (omit for first stage only)")
+    search.add_argument("--top-k", type=int, default=30, help="first-stage candidates (default: %(default)s)")
+    search.add_argument("--top-n", type=int, default=5, help="results shown (default: %(default)s)")
+
+    train_bi = commands.add_parser("train-bi", help="fine-tune a bi-encoder (MultipleNegativesRankingLoss + mined hard negatives)")
+    _add_data(train_bi, "train")
+    train_bi.add_argument("--output", required=True, help="directory for the trained model")
+    train_bi.add_argument("--base-model", default=DEFAULT_BACKBONE, help="model to start from (default: %(default)s)")
+    train_bi.add_argument("--epochs", type=int, default=1)
+    train_bi.add_argument("--batch-size", type=int, default=32, help="pairs per step; more in-batch negatives (default: %(default)s)")
+    train_bi.add_argument("--hard-negatives", type=int, default=1, help="mined hard negatives per query (default: %(default)s)")
+    train_bi.add_argument("--learning-rate", type=float, default=2e-5)
+    train_bi.add_argument("--max-length", type=int, default=256)
+    train_bi.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
+    train_bi.add_argument("--time-budget", type=float, help="stop training after this many seconds")
+
+    train_cross = commands.add_parser("train-cross", help="train a cross-encoder reranker on positives + mined hard negatives")
+    _add_data(train_cross, "train")
+    train_cross.add_argument("--output", required=True, help="directory for the trained model")
+    train_cross.add_argument("--base-model", default=DEFAULT_BACKBONE, help="backbone (default: %(default)s)")
+    train_cross.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help="model that mines hard negatives (default: %(default)s)")
+    train_cross.add_argument("--negatives", default="hard", choices=["hard", "random"], help="hard (bi-encoder top-k) or random")
+    train_cross.add_argument("--num-negatives", type=int, default=7)
+    train_cross.add_argument("--mining-depth", type=int, default=30, help="hard negatives come from this top-k")
+    train_cross.add_argument("--loss", default="listwise", choices=["listwise", "binary"])
+    train_cross.add_argument("--epochs", type=int, default=1)
+    train_cross.add_argument("--learning-rate", type=float, default=5e-5)
+    train_cross.add_argument("--max-length", type=int, default=256, help="tokens per (query, document) pair")
+    train_cross.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
+    train_cross.add_argument("--time-budget", type=float, help="stop training after this many seconds")
+
+    evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
+    _add_data(evaluate, "test")
+    evaluate.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    evaluate.add_argument("--cross-encoder", help="reranker (omit to evaluate the first stage alone)")
+    evaluate.add_argument("--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)")
+    evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"rerank-plugins {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
+    from rerank_plugins.training.data import load_dataset
+
+    if args.command == "quickstart":
+        from rerank_plugins.quickstart import run_quickstart
+
+        run_quickstart(args.output, time_budget_s=args.time_budget, first_stage_k=args.first_stage_k,
+                       train_bi_encoder=args.train_bi_encoder)
+    elif args.command == "index":
+        from rerank_plugins.training.mining import corpus_index
+
+        dataset = load_dataset(args.data, args.split)
+        path = corpus_index(dataset, get_bi_encoder(args.bi_encoder), index_type=args.index_type).save(args.output)
+        print(f"Indexed {len(dataset.corpus)} documents -> {path}")
+    elif args.command == "search":
+        from rerank_plugins.index.store import FaissIndex
+        from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+
+        index = FaissIndex.load(args.index, get_bi_encoder(args.bi_encoder))
+        reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
+        pipeline = TwoStagePipeline(index, reranker, top_k=args.top_k, options=RerankOptions(top_n=args.top_n))
+        for query, results in zip(args.query, pipeline.retrieve_batch(args.query)):
+            print(f"\n{query}")
+            for rank, r in enumerate(results, 1):
+                rerank = "" if r.rerank_score is None else f"rerank {r.rerank_score:+.3f}  "
+                print(f"  {rank}. {rerank}cosine {r.retrieval_score:.3f}  [{r.document.id}] {r.document.text[:90]}")
+    elif args.command == "train-bi":
+        from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
+        from rerank_plugins.training.recipes import train_bi_encoder_on
+
+        config = BiEncoderTrainingConfig(epochs=args.epochs, batch_size=args.batch_size, hard_negatives_per_query=args.hard_negatives,
+                                         learning_rate=args.learning_rate, max_length=args.max_length, time_budget_s=args.time_budget)
+        path, log = train_bi_encoder_on(load_dataset(args.data, args.split), args.output, base_model=args.base_model,
+                                        held_out=args.held_out, config=config)
+        print(f"Bi-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
+    elif args.command == "train-cross":
+        from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
+        from rerank_plugins.training.recipes import train_cross_encoder_on
+
+        config = CrossEncoderTrainingConfig(loss=args.loss, epochs=args.epochs, num_negatives=args.num_negatives,
+                                            learning_rate=args.learning_rate, max_length=args.max_length, time_budget_s=args.time_budget)
+        path, log = train_cross_encoder_on(load_dataset(args.data, args.split), args.output, base_model=args.base_model,
+                                           bi_encoder=args.bi_encoder, negatives=args.negatives,
+                                           mining_depth=args.mining_depth, held_out=args.held_out, config=config)
+        print(f"Cross-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
+    elif args.command == "evaluate":
+        from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+        from rerank_plugins.evaluation.report import markdown_table, write_report
+        from rerank_plugins.training.mining import corpus_index
+
+        dataset = load_dataset(args.data, args.split)
+        index = corpus_index(dataset, get_bi_encoder(args.bi_encoder))
+        reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
+        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k)
+        written = write_report(report, args.output)
+        print(markdown_table(report))
+        print("Report: " + json.dumps({k: str(v) for k, v in written.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

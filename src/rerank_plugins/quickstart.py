@@ -1,0 +1,95 @@
+"""The main job, offline: baseline -> train a reranker under a time budget -> evaluate before/after -> use it.
+
+Runs on the SciFact subset bundled with the package, from the packaged all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import time
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+from rerank_plugins.evaluation.report import markdown_table, write_report
+from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
+from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
+from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
+from rerank_plugins.training.data import load_beir
+from rerank_plugins.training.mining import corpus_index
+from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
+
+
+def demo_data_path() -> Path:
+    """The bundled SciFact subset (BEIR layout; see its NOTICE.txt for source and licence)."""
+    return Path(str(importlib.resources.files("rerank_plugins") / "data" / "scifact-mini"))
+
+
+def run_quickstart(
+    output_dir: str | Path = "runs/quickstart",
+    *,
+    time_budget_s: float = 420.0,
+    first_stage_k: int = 20,
+    train_bi_encoder: bool = False,
+    say=print,
+) -> dict[str, Any]:
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    data = demo_data_path()
+    train, test = load_beir(data, "train"), load_beir(data, "test")
+    say(f"Data: {data} ({len(test.corpus)} abstracts, {len(train.queries)} train / {len(test.queries)} test claims)")
+    started = time.perf_counter()
+
+    bi_encoder = DEFAULT_BACKBONE
+    if train_bi_encoder:
+        say("\n[1/4] Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, mined hard negatives)")
+        path, _ = train_bi_encoder_on(train, output / "bi-encoder",
+                                      config=BiEncoderTrainingConfig(time_budget_s=time_budget_s / 3))
+        bi_encoder = str(path)
+    say("\n[2/4] Training a cross-encoder from the MiniLM backbone on hard negatives from the bi-encoder")
+    budget = time_budget_s * (2 / 3 if train_bi_encoder else 1)
+    cross_path, log = train_cross_encoder_on(
+        train, output / "cross-encoder", bi_encoder=bi_encoder,
+        config=CrossEncoderTrainingConfig(max_length=128, epochs=2, time_budget_s=budget),
+    )
+    say(f"      {log.steps}/{log.planned_steps} steps in {log.seconds:.0f} s -> {cross_path}")
+
+    say(f"\n[3/4] Evaluating on {len(test.queries)} held-out test claims: first stage top-{first_stage_k} vs reranked")
+    index = corpus_index(test, get_bi_encoder(bi_encoder))
+    report = evaluate_two_stage(test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k)
+    report["training"] = {"cross_encoder_steps": log.steps, "cross_encoder_seconds": log.seconds}
+    written = write_report(report, output / "report.json")
+    say(markdown_table(report))
+    say("Report: " + ", ".join(str(p) for p in written.values()))
+    index.save(output / "index")
+
+    say("\n[4/4] The trained models in LangChain and LlamaIndex")
+    query = next(iter(test.queries.values()))
+    _langchain_demo(bi_encoder, str(cross_path), index, query, say)
+    _llamaindex_demo(bi_encoder, str(cross_path), index, query, say)
+    say(f"\nDone in {time.perf_counter() - started:.0f} s. Models and report in {output}/")
+    return report
+
+
+def _langchain_demo(bi_encoder: str, cross_encoder: str, index, query: str, say) -> None:
+    try:
+        from rerank_plugins.langchain import CrossEncoderReranker, TwoStageRetriever
+    except ImportError:
+        say("  (LangChain not installed: pip install 'rerank-plugins[langchain]')")
+        return
+    retriever = TwoStageRetriever(index=index, reranker=CrossEncoderReranker(model=cross_encoder, top_n=3), top_k=20)
+    say(f"  LangChain TwoStageRetriever.invoke({query!r}):")
+    for doc in retriever.invoke(query):
+        say(f"    rerank {doc.metadata['rerank_score']:+.3f}  cosine {doc.metadata['retrieval_score']:.3f}  {doc.page_content[:70]}...")
+
+
+def _llamaindex_demo(bi_encoder: str, cross_encoder: str, index, query: str, say) -> None:
+    try:
+        from rerank_plugins.llamaindex import CrossEncoderRerank, TwoStageRetriever
+    except ImportError:
+        say("  (LlamaIndex not installed: pip install 'rerank-plugins[llamaindex]')")
+        return
+    retriever = TwoStageRetriever(index, CrossEncoderRerank(model=cross_encoder, top_n=3), top_k=20)
+    say(f"  LlamaIndex TwoStageRetriever.retrieve({query!r}):")
+    for hit in retriever.retrieve(query):
+        say(f"    rerank {hit.score:+.3f}  cosine {hit.node.metadata['retrieval_score']:.3f}  {hit.node.get_content()[:70]}...")

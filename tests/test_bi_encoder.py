@@ -1,0 +1,74 @@
+"""Bi-encoder backend: shapes, normalisation, prompts, cache, truncation count, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rerank_plugins import BiEncoderBackend, get_bi_encoder
+
+
+def test_float32_normalised_output(tiny_bi_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    vectors = backend.encode_documents(["cancer risk", "heart blood", ""])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, backend.dimension)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    raw = backend.encode_documents(["cancer risk"], normalize=False)
+    assert not np.isclose(np.linalg.norm(raw), 1.0)
+
+
+def test_empty_input_gives_empty_matrix(tiny_bi_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    assert backend.encode_queries([]).shape == (0, backend.dimension)
+
+
+def test_saved_prompts_are_applied(tmp_path, tiny_bi_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_bi_path))
+    model.prompts = {"query": "query: ", "document": "passage: "}
+    path = tmp_path / "prompted"
+    model.save(str(path))
+    backend = BiEncoderBackend(path, cache_size=0)
+    plain = BiEncoderBackend(tiny_bi_path, cache_size=0)
+    text = "cancer risk"
+    np.testing.assert_allclose(backend.encode_queries([text]), plain.encode_documents(["query: " + text]), atol=1e-5)
+    np.testing.assert_allclose(backend.encode_documents([text]), plain.encode_documents(["passage: " + text]), atol=1e-5)
+
+
+def test_cache_hits_and_stays_bounded(tiny_bi_path):
+    backend = BiEncoderBackend(tiny_bi_path, cache_size=4)
+    first = backend.encode_documents(["a", "b", "c"])
+    again = backend.encode_documents(["c", "b", "a"])
+    assert backend.cache_hits == 3
+    np.testing.assert_array_equal(first[::-1], again)
+    backend.encode_documents([f"text {i}" for i in range(10)])
+    assert len(backend._cache) == 4
+    # queries and documents are cached separately (prompts may differ)
+    backend.encode_queries(["text 9"])
+    assert backend.cache_misses >= 14
+
+
+def test_cache_can_be_turned_off(tiny_bi_path):
+    backend = BiEncoderBackend(tiny_bi_path, cache_size=0)
+    backend.encode_documents(["a", "a"])
+    backend.encode_documents(["a"])
+    assert backend.cache_hits == 0 and len(backend._cache) == 0
+    with pytest.raises(ValueError, match="cache_size"):
+        BiEncoderBackend(tiny_bi_path, cache_size=-1)
+
+
+def test_count_truncated(tiny_bi_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    assert backend.count_truncated(["cancer " * 200, "short", "risk " * 62]) == 1  # 62 + [CLS] + [SEP] = 64 fits exactly
+
+
+@pytest.mark.parametrize("bad", ["a string", [1, 2], [None], ["ok", b"bytes"]])
+def test_bad_input_types_name_the_argument(tiny_bi_path, bad):
+    with pytest.raises(TypeError, match="texts"):
+        get_bi_encoder(tiny_bi_path).encode_documents(bad)
+
+
+def test_lone_surrogates_are_encoded_not_crashing(tiny_bi_path):
+    vectors = get_bi_encoder(tiny_bi_path).encode_documents(["bad \ud800 text", "ctrl \x00\x07 chars"])
+    assert np.isfinite(vectors).all()

@@ -1,0 +1,175 @@
+"""FAISS store: build, search, add, approximate types, and persistence that refuses anything suspicious."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rerank_plugins import get_bi_encoder
+from rerank_plugins.index import FaissIndex, IndexLoadError
+
+TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein",
+         "mice liver drug", "dense vector index", "rerank cross encoder"]
+
+
+@pytest.fixture()
+def index(tiny_bi_path) -> FaissIndex:
+    return FaissIndex.from_texts(TEXTS, get_bi_encoder(tiny_bi_path), metadatas=[{"n": i} for i in range(len(TEXTS))])
+
+
+def test_search_returns_cosine_best_first(index):
+    hits = index.search(TEXTS[3], k=3)
+    assert hits[0].document.text == TEXTS[3] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].document.metadata == {"n": 3} and hits[0].document.id == "3"
+
+
+def test_k_larger_than_index_and_empty_index(index, tiny_bi_path):
+    assert len(index.search("cancer", k=100)) == len(TEXTS)
+    assert FaissIndex(get_bi_encoder(tiny_bi_path)).search("cancer", k=5) == []
+    with pytest.raises(ValueError, match="k"):
+        index.search("cancer", k=0)
+
+
+def test_add_later_and_ids(index):
+    new_ids = index.add_texts(["korea river mountain"], ids=["river"])
+    assert new_ids == ["river"] and len(index) == len(TEXTS) + 1
+    assert index.search("korea river mountain", k=1)[0].document.id == "river"
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add_texts(["again"], ids=["river"])
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add_texts(["x", "y"], ids=["same", "same"])
+
+
+def test_metadata_must_be_json(index):
+    with pytest.raises(TypeError, match=r"metadatas\[0\]"):
+        index.add_texts(["x"], metadatas=[{"when": object()}])
+    with pytest.raises(ValueError, match="metadatas has"):
+        index.add_texts(["x", "y"], metadatas=[{}])
+
+
+def test_truncated_documents_are_counted(index, caplog):
+    index.add_texts(["cancer " * 300])
+    assert index.last_add_truncated == 1
+    assert "longer than the embedding model" in caplog.text
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_approximate_indexes_find_exact_matches(tiny_bi_path, index_type):
+    texts = [f"{a} {b} {c}" for a in TEXTS[:4] for b in TEXTS[4:] for c in ("one", "two", "three")]
+    approx = FaissIndex.from_texts(texts, get_bi_encoder(tiny_bi_path), index_type=index_type)
+    assert approx.search(texts[5], k=1)[0].document.text == texts[5]
+
+
+def test_save_load_round_trip(index, tmp_path, tiny_bi_path):
+    path = index.save(tmp_path / "idx")
+    loaded = FaissIndex.load(path, get_bi_encoder(tiny_bi_path))
+    assert [d.text for d in loaded.documents] == TEXTS
+    assert [h.document.id for h in loaded.search("cancer risk", 4)] == [h.document.id for h in index.search("cancer risk", 4)]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["count"] == len(TEXTS) and manifest["embedding_dimension"] == get_bi_encoder(tiny_bi_path).dimension
+    assert not list(tmp_path.glob(".idx.*")), "no staging directories left behind"
+
+
+def test_saving_over_an_index_replaces_it(index, tmp_path, tiny_bi_path):
+    index.save(tmp_path / "idx")
+    index.add_texts(["one more"])
+    index.save(tmp_path / "idx")
+    assert len(FaissIndex.load(tmp_path / "idx", get_bi_encoder(tiny_bi_path))) == len(TEXTS) + 1
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_an_index(index, tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.txt").write_text("do not delete")
+    with pytest.raises(FileExistsError):
+        index.save(tmp_path / "precious")
+    assert (tmp_path / "precious" / "thesis.txt").read_text() == "do not delete"
+
+
+def test_failed_save_leaves_the_old_index(index, tmp_path, tiny_bi_path, monkeypatch):
+    index.save(tmp_path / "idx")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}
+    index.add_texts(["one more"])
+    monkeypatch.setattr(index, "_probe_vector", lambda: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        index.save(tmp_path / "idx")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def _snapshot(path):
+    return {p.name: (p.read_bytes(), os.stat(p).st_mtime_ns) for p in path.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / "index.faiss").write_bytes((p / "index.faiss").read_bytes()[:100]), "checksum"),
+        (lambda p: (p / "documents.jsonl").unlink(), "missing"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: (p / "manifest.json").unlink(), "not a rerank-plugins index"),
+        (lambda p: (p / "documents.jsonl").write_text('{"id": "0"}\n'), "checksum"),
+    ],
+)
+def test_corrupt_index_is_refused_and_left_untouched(index, tmp_path, tiny_bi_path, damage, message):
+    path = index.save(tmp_path / "idx")
+    damage(path)
+    before = _snapshot(path)
+    with pytest.raises(IndexLoadError, match=message):
+        FaissIndex.load(path, get_bi_encoder(tiny_bi_path))
+    assert _snapshot(path) == before
+
+
+def test_manifest_from_another_format_version_or_count(index, tmp_path, tiny_bi_path):
+    path = index.save(tmp_path / "idx")
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(IndexLoadError, match="format version 99"):
+        FaissIndex.load(path, get_bi_encoder(tiny_bi_path))
+    (path / "manifest.json").write_text(json.dumps({**manifest, "count": 3}))
+    with pytest.raises(IndexLoadError, match="counts disagree"):
+        FaissIndex.load(path, get_bi_encoder(tiny_bi_path))
+
+
+def test_not_an_index_directory(tmp_path, tiny_bi_path):
+    with pytest.raises(IndexLoadError, match="not a directory"):
+        FaissIndex.load(tmp_path / "missing", get_bi_encoder(tiny_bi_path))
+    with pytest.raises(IndexLoadError, match="not a rerank-plugins index"):
+        FaissIndex.load(tmp_path, get_bi_encoder(tiny_bi_path))
+
+
+def test_loading_with_another_embedding_model_is_refused(index, tmp_path, tiny_bi_path):
+    from sentence_transformers import SentenceTransformer
+
+    path = index.save(tmp_path / "idx")
+    import torch
+
+    other = SentenceTransformer(str(tiny_bi_path))
+    torch.manual_seed(5)
+    for parameter in other.parameters():  # same architecture and dimension, different weights
+        parameter.data.add_(0.5 * torch.randn_like(parameter))
+    other.save(str(tmp_path / "other-model"))
+    with pytest.raises(IndexLoadError, match="embeds differently"):
+        FaissIndex.load(path, get_bi_encoder(tmp_path / "other-model"))
+
+
+def test_loading_with_another_dimension_is_refused(index, tmp_path, minilm_path):
+    path = index.save(tmp_path / "idx")
+    with pytest.raises(IndexLoadError, match="dimensions"):
+        FaissIndex.load(path, get_bi_encoder(minilm_path))
+
+
+def test_loading_never_unpickles(index, tmp_path, tiny_bi_path, monkeypatch):
+    import pickle
+
+    path = index.save(tmp_path / "idx")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading an index")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    assert len(FaissIndex.load(path, get_bi_encoder(tiny_bi_path))) == len(TEXTS)

@@ -1,0 +1,87 @@
+"""LlamaIndex adapters: postprocessor invariants, embedding, retriever in a RetrieverQueryEngine."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+
+from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank, TwoStageRetriever  # noqa: E402
+
+TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
+
+
+@pytest.fixture()
+def nodes():
+    return [NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"n": i}), score=0.1 * i) for i, t in enumerate(TEXTS)]
+
+
+def test_postprocessor_scores_copies_and_never_mutates(tiny_cross_path, nodes):
+    before = copy.deepcopy(nodes)
+    rerank = CrossEncoderRerank(model=str(tiny_cross_path), top_n=3)
+    out = rerank.postprocess_nodes(nodes, query_str="cancer risk")
+    assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
+    assert len(out) == 3
+    assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+    for n in out:
+        i = n.node.metadata["n"]
+        assert n.node is not nodes[i].node and n.node.node_id == f"n{i}"
+        assert n.node.metadata["retrieval_score"] == pytest.approx(0.1 * i)
+        assert n.node.metadata["rerank_score"] == pytest.approx(n.score)
+        assert "rerank_score" not in n.node.get_content(metadata_mode=MetadataMode.LLM)
+
+
+def test_postprocessor_needs_a_query(tiny_cross_path, nodes):
+    with pytest.raises(ValueError, match="query"):
+        CrossEncoderRerank(model=str(tiny_cross_path)).postprocess_nodes(nodes)
+
+
+async def test_async_postprocess_matches_sync(tiny_cross_path, nodes):
+    rerank = CrossEncoderRerank(model=str(tiny_cross_path), top_n=3)
+    sync = rerank.postprocess_nodes(nodes, QueryBundle("cancer risk"))
+    assync = await rerank.apostprocess_nodes(nodes, QueryBundle("cancer risk"))
+    assert [(n.node.node_id, n.score) for n in sync] == [(n.node.node_id, n.score) for n in assync]
+
+
+def test_embedding_query_and_text(tiny_bi_path):
+    embed = BiEncoderEmbedding(model_name=str(tiny_bi_path))
+    assert len(embed.get_query_embedding("cancer")) == embed.backend.dimension
+    assert len(embed.get_text_embedding_batch(TEXTS)) == len(TEXTS)
+
+
+async def test_embedding_async(tiny_bi_path):
+    embed = BiEncoderEmbedding(model_name=str(tiny_bi_path))
+    assert await embed.aget_query_embedding("cancer") == pytest.approx(embed.get_query_embedding("cancer"))
+
+
+@pytest.fixture()
+def retriever(tiny_bi_path, tiny_cross_path, nodes):
+    return TwoStageRetriever.from_nodes(
+        [n.node for n in nodes], BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+        CrossEncoderRerank(model=str(tiny_cross_path), top_n=2), top_k=4,
+    )
+
+
+def test_retriever_returns_reranked_nodes(retriever):
+    out = retriever.retrieve("cancer risk")
+    assert len(out) == 2 and out[0].score >= out[1].score
+    assert out[0].node.metadata["rerank_score"] == pytest.approx(out[0].score)
+    assert retriever.retrieve_batch(["cancer risk"])[0][0].node.node_id == out[0].node.node_id
+
+
+async def test_retriever_async(retriever):
+    out = await retriever.aretrieve("cancer risk")
+    assert [n.node.node_id for n in out] == [n.node.node_id for n in retriever.retrieve("cancer risk")]
+
+
+def test_retriever_inside_a_query_engine(retriever):
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM())
+    response = engine.query("cancer risk")
+    assert len(response.source_nodes) == 2
+    assert all("rerank_score" in n.node.metadata for n in response.source_nodes)

@@ -1,0 +1,98 @@
+"""Model resolution (offline) and the shared registry."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rerank_plugins import ModelNotFoundError, get_bi_encoder, get_cross_encoder, resolve_model_path
+from rerank_plugins.models import resolve
+
+
+def test_local_directory_resolves_to_itself(tiny_bi_path):
+    assert resolve_model_path(tiny_bi_path) == tiny_bi_path.resolve()
+    assert resolve_model_path(str(tiny_bi_path)) == tiny_bi_path.resolve()
+
+
+def test_missing_local_path_names_what_was_tried(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="local directory"):
+        resolve_model_path(tmp_path / "nope")
+
+
+def test_unknown_hub_id_offline_fails_fast_naming_every_place(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_path("some-org/no-such-model")
+    message = str(error.value)
+    assert "Hugging Face cache" in message and "HF_HUB_OFFLINE=1" in message
+
+
+def test_packaged_minilm_resolves_offline(monkeypatch, minilm_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == minilm_path
+    assert resolve_model_path("all-MiniLM-L6-v2") == minilm_path
+
+
+def test_packaged_copy_not_used_for_a_pinned_revision(monkeypatch, minilm_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE"):
+        resolve_model_path("sentence-transformers/all-MiniLM-L6-v2", revision="0123abcd")
+
+
+def test_hub_is_tried_last_and_its_failure_reported(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def fake_download(model_id, revision=None, local_files_only=False):
+        calls.append(local_files_only)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_download)
+    with pytest.raises(ModelNotFoundError, match="Hugging Face Hub \\(OSError: unreachable\\)"):
+        resolve.resolve_model_path("some-org/no-such-model")
+    assert calls == [True, False]  # cache first, hub last
+
+
+def test_empty_model_name_is_rejected():
+    with pytest.raises(ValueError):
+        resolve_model_path("  ")
+
+
+def test_registry_returns_one_instance_per_model_and_options(tiny_bi_path, tiny_cross_path):
+    assert get_bi_encoder(tiny_bi_path) is get_bi_encoder(str(tiny_bi_path))
+    assert get_bi_encoder(tiny_bi_path) is not get_bi_encoder(tiny_bi_path, max_length=32)
+    assert get_cross_encoder(tiny_cross_path) is get_cross_encoder(tiny_cross_path, device="cpu")
+    assert get_cross_encoder(tiny_cross_path) is not get_bi_encoder(tiny_cross_path)
+
+
+def test_registry_is_lazy(tiny_cross_path):
+    backend = get_cross_encoder(tiny_cross_path)
+    assert not backend.loaded
+    backend.score("query", ["document"])
+    assert backend.loaded
+
+
+def test_registry_under_threads_creates_one_instance_and_loads_once(tiny_bi_path):
+    found = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        backend = get_bi_encoder(tiny_bi_path)
+        backend.encode_queries(["cancer risk"])
+        found.append(backend)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(b) for b in found}) == 1
+
+
+def test_invalid_runtime_and_max_length(tiny_bi_path):
+    with pytest.raises(ValueError, match="runtime"):
+        get_bi_encoder(tiny_bi_path, runtime="tensorrt")
+    with pytest.raises(ValueError, match="max_length"):
+        get_cross_encoder(tiny_bi_path, max_length=0)
