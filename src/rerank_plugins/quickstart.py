@@ -25,6 +25,28 @@ def demo_data_path() -> Path:
     return Path(str(importlib.resources.files("rerank_plugins") / "data" / "scifact-mini"))
 
 
+def demo_reranker(
+    candidates: tuple[str | Path, ...] = ("runs/quickstart/cross-encoder", "runs/demo-cross-encoder"),
+    *,
+    time_budget_s: float = 180.0,
+    say=print,
+) -> Path:
+    """A reranker for the examples: one trained earlier (quickstart) if found, else trained now on the bundled data.
+
+    No pretrained cross-encoder is available offline, so the examples use one trained by this library.
+    """
+    for candidate in map(Path, candidates):
+        if (candidate / "config.json").is_file():
+            return candidate
+    target = Path(candidates[-1])
+    say(f"No trained reranker found; training one for {time_budget_s:.0f} s on the bundled data -> {target}")
+    path, _ = train_cross_encoder_on(
+        load_beir(demo_data_path(), "train"), target,
+        config=CrossEncoderTrainingConfig(max_length=128, time_budget_s=time_budget_s),
+    )
+    return path
+
+
 def run_quickstart(
     output_dir: str | Path = "runs/quickstart",
     *,

@@ -8,6 +8,7 @@ length-sorted batched pass, and the score scale is explicit.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ class CrossEncoderBackend(LazyModelBackend):
     def _load(self, path: Path) -> Any:
         from sentence_transformers import CrossEncoder
 
+        self._check_is_classifier(path)
         model = CrossEncoder(
             str(path),
             device=self.device,
@@ -82,6 +84,18 @@ class CrossEncoderBackend(LazyModelBackend):
             )
         model.eval()
         return model
+
+    def _check_is_classifier(self, path: Path) -> None:
+        """Refuse a model without a trained scoring head (sentence-transformers would add a random one)."""
+        try:
+            architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        except (OSError, ValueError):
+            return  # let the loader report what is wrong with the directory
+        if not any(name.endswith("ForSequenceClassification") for name in architectures):
+            raise ValueError(
+                f"{self.model_name} is not a sequence-classification cross-encoder (architectures: {architectures}); "
+                "its scoring head would be random. Train one with `rerank-plugins train-cross` or pass a reranker."
+            )
 
     @property
     def max_length(self) -> int:

@@ -1,0 +1,122 @@
+"""Data loaders: BEIR, SQuAD-style, pair files, in-memory pairs; malformed input gives clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.training.data import DataError, RetrievalDataset, from_pairs, load_beir, load_dataset, load_pairs, load_squad
+
+
+def _beir(root: Path, corpus, queries, qrels, gz=False) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in corpus)
+    if gz:
+        with gzip.open(root / "corpus.jsonl.gz", "wt") as handle:
+            handle.write(lines)
+    else:
+        (root / "corpus.jsonl").write_text(lines)
+    (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return root
+
+
+CORPUS = [{"_id": "d1", "title": "Title", "text": "body one"}, {"_id": "d2", "title": "", "text": "body two"}]
+QUERIES = [{"_id": "q1", "text": "first"}, {"_id": "q2", "text": "second"}, {"_id": "q3", "text": "unlabelled"}]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_beir_layout(tmp_path, gz):
+    data = load_beir(_beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1), ("q2", "d2", 2), ("q2", "d1", 0)], gz), "test")
+    assert data.corpus == {"d1": "Title body one", "d2": "body two"}
+    assert set(data.queries) == {"q1", "q2"} and data.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+
+
+def test_beir_unknown_documents_are_counted_and_named(tmp_path):
+    root = _beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1), ("q1", "x1", 1), ("q2", "x2", 1)])
+    with pytest.raises(DataError, match=r"2 qrels pointing at unknown document ids: 'x1', 'x2'"):
+        load_beir(root)
+
+
+def test_beir_duplicate_and_missing_ids(tmp_path):
+    with pytest.raises(DataError, match="1 duplicate ids"):
+        load_beir(_beir(tmp_path / "a", CORPUS + [CORPUS[0]], QUERIES, [("q1", "d1", 1)]))
+    with pytest.raises(DataError, match="without an _id"):
+        load_beir(_beir(tmp_path / "b", CORPUS + [{"text": "no id"}], QUERIES, [("q1", "d1", 1)]))
+
+
+def test_beir_empty_texts_and_bad_lines(tmp_path):
+    with pytest.raises(DataError, match="1 documents with empty text"):
+        load_beir(_beir(tmp_path / "a", CORPUS + [{"_id": "d3", "title": " ", "text": ""}], QUERIES, [("q1", "d1", 1)]))
+    root = _beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1)])
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\nnot json\n')
+    with pytest.raises(DataError, match="not JSON objects"):
+        load_beir(root)
+
+
+def test_beir_missing_split_lists_available(tmp_path):
+    root = _beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1)])
+    with pytest.raises(DataError, match=r"splits available: \['test'\]"):
+        load_beir(root, "train")
+
+
+def test_beir_qrels_for_unknown_queries(tmp_path):
+    with pytest.raises(DataError, match="query ids not in queries"):
+        load_beir(_beir(tmp_path / "b", CORPUS, QUERIES, [("q9", "d1", 1)]))
+
+
+def _squad(path: Path) -> Path:
+    data = {"data": [
+        {"title": f"a{a}", "paragraphs": [
+            {"context": f"paragraph {a}-{p}", "qas": [{"id": f"{a}-{p}-{q}", "question": f"question {a}-{p}-{q}"} for q in range(2)]}
+            for p in range(2)]}
+        for a in range(10)]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_squad_split_by_article_never_shares_paragraphs(tmp_path):
+    path = _squad(tmp_path / "squad.json")
+    train, test = load_squad(path, "train"), load_squad(path, "test")
+    train_docs = {d for rel in train.qrels.values() for d in rel}
+    test_docs = {d for rel in test.qrels.values() for d in rel}
+    assert train_docs and test_docs and not train_docs & test_docs
+    assert len(train.queries) + len(test.queries) == 40 and len(test.queries) == 12
+    assert load_dataset(path, "test").queries == test.queries
+
+
+def test_squad_malformed(tmp_path):
+    (tmp_path / "bad.json").write_text('{"no": "data"}')
+    with pytest.raises(DataError, match="SQuAD-style"):
+        load_squad(tmp_path / "bad.json")
+
+
+def test_pairs_jsonl_and_csv(tmp_path):
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps({"query": "q one", "positive": "p one", "negative": "n one"}) + "\n"
+        + json.dumps({"query": "q two", "positive": "p two"}) + "\n"
+    )
+    data = load_pairs(tmp_path / "p.jsonl")
+    assert len(data.queries) == 2 and len(data.corpus) == 3 and sum(map(len, data.negatives.values())) == 1
+    (tmp_path / "p.csv").write_text("query,positive\nq one,p one\n")
+    assert len(load_dataset(tmp_path / "p.csv").queries) == 1
+
+
+def test_pairs_bad_rows_and_columns(tmp_path):
+    with pytest.raises(DataError, match=r"2 rows .* \(row numbers\): 2, 3"):
+        from_pairs([("q", "p"), ("q2", ""), ("only one",)])
+    (tmp_path / "p.csv").write_text("question,answer\nq,p\n")
+    with pytest.raises(DataError, match="needs 'query' and 'positive'"):
+        load_pairs(tmp_path / "p.csv")
+
+
+def test_dataset_split_is_disjoint_and_validates():
+    data = from_pairs([(f"q{i}", f"p{i}") for i in range(20)])
+    train, held = data.split(0.25)
+    assert len(held.queries) == 5 and not set(train.queries) & set(held.queries)
+    with pytest.raises(DataError, match="without any relevant document"):
+        RetrievalDataset({"d": "text"}, {"q": "query"}, {"q": {"d": 0}})

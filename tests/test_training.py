@@ -1,0 +1,119 @@
+"""Tiny end-to-end runs: train both stages, evaluate before/after, load the results in every entry point."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins import CrossEncoderBackend, get_bi_encoder
+from rerank_plugins.cli import main
+from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, distinct_passage_batches
+from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
+from rerank_plugins.training.data import from_pairs, load_beir
+from rerank_plugins.training.mining import corpus_index, mine_hard_negatives
+from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
+
+WORDS = "cells protein gene cancer risk patients disease mice blood brain heart liver immune virus drug dose".split()
+
+
+def _pairs(n: int = 48, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        topic = rng.sample(WORDS, 3)
+        pairs.append((" ".join(topic), " ".join(topic + rng.sample(WORDS, 6))))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def beir_dir(tmp_path_factory) -> Path:
+    """A tiny BEIR-layout data set with train and test splits."""
+    root = tmp_path_factory.mktemp("beir")
+    pairs = _pairs(60)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": p}) + "\n" for i, (_, p) in enumerate(pairs)))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, (q, _) in enumerate(pairs)))
+    (root / "qrels").mkdir()
+    for split, ids in (("train", range(0, 44)), ("test", range(44, 60))):
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in ids))
+    return root
+
+
+def test_hard_negatives_exclude_every_known_positive(tiny_bi_path):
+    data = from_pairs(_pairs())
+    index = corpus_index(data, get_bi_encoder(tiny_bi_path))
+    for strategy in ("hard", "random"):
+        negatives = mine_hard_negatives(data, index, num_negatives=4, depth=10, strategy=strategy)
+        for query_id, docs in negatives.items():
+            assert len(docs) == 4 and not set(docs) & set(data.positives(query_id))
+
+
+def test_batches_never_repeat_a_passage():
+    examples = [("q1", "a", "shared", []), ("q2", "b", "shared", []), ("q3", "c", "other", ["shared"]), ("q4", "d", "x", [])]
+    batches = distinct_passage_batches(examples, batch_size=4, seed=0)
+    assert sum(len(b) for b in batches) == 4
+    for batch in batches:
+        passages = [p for _, _, pos, negs in batch for p in [pos, *negs]]
+        assert len(passages) == len(set(passages))
+
+
+def test_train_both_stages_then_evaluate_and_load(tmp_path, beir_dir, tiny_bi_path):
+    train, test = load_beir(beir_dir, "train"), load_beir(beir_dir, "test")
+    bi_path, bi_log = train_bi_encoder_on(train, tmp_path / "bi", base_model=str(tiny_bi_path),
+                                          config=BiEncoderTrainingConfig(epochs=2, batch_size=8, max_length=64))
+    cross_path, cross_log = train_cross_encoder_on(
+        train, tmp_path / "cross", base_model=str(tiny_bi_path), bi_encoder=str(bi_path),
+        config=CrossEncoderTrainingConfig(epochs=2, num_negatives=3, max_length=64),
+    )
+    assert bi_log.steps > 0 and cross_log.steps > 0 and len(cross_log.evaluations) == 2
+    card = json.loads((cross_path / "rerank_plugins_training.json").read_text())
+    assert card["base_model"] == str(tiny_bi_path) and card["parameters"]["num_negatives"] == 3
+    assert "held_out_pool_mrr@10" in (cross_path / "README.md").read_text()
+
+    report = evaluate_two_stage(test, corpus_index(test, get_bi_encoder(bi_path)), CrossEncoderBackend(cross_path),
+                                first_stage_k=10, show_progress=False)
+    first, reranked = report["metrics"]["first_stage"], report["metrics"]["reranked"]
+    assert first["recall@10"] == pytest.approx(reranked["recall@10"]), "a reranker only reorders its candidates"
+    assert set(first) == set(reranked) >= {"hit@1", "hit@10", "mrr@10", "ndcg@10", "recall@10"}
+    assert report["latency"]["rerank"]["pairs_per_s"] > 0
+
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    assert SentenceTransformer(str(bi_path)).encode(["cancer"]).shape[1] == get_bi_encoder(bi_path).dimension
+    assert CrossEncoder(str(cross_path)).predict([("cancer", "cancer risk")]).shape == (1,)
+
+
+def test_time_budget_stops_training(tmp_path, beir_dir, tiny_bi_path):
+    train = load_beir(beir_dir, "train")
+    _, log = train_cross_encoder_on(train, tmp_path / "cross", base_model=str(tiny_bi_path), bi_encoder=str(tiny_bi_path),
+                                    config=CrossEncoderTrainingConfig(epochs=50, num_negatives=3, max_length=64, time_budget_s=0.0))
+    assert log.stopped_by_time_budget and log.steps == 1
+
+
+def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
+    assert main(["train-cross", "--data", str(beir_dir), "--split", "train", "--output", str(tmp_path / "ce"),
+                 "--base-model", str(tiny_bi_path), "--bi-encoder", str(tiny_bi_path), "--num-negatives", "3",
+                 "--max-length", "64"]) == 0
+    assert "Cross-encoder saved to" in capsys.readouterr().out
+    out = tmp_path / "report.json"
+    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
+                 "--cross-encoder", str(tmp_path / "ce"), "--first-stage-k", "10", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for stage in ("first_stage", "reranked"):
+        assert {"hit@10", "mrr@10", "ndcg@10", "recall@10"} <= set(report["metrics"][stage])
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
+    assert main(["index", "--data", str(beir_dir), "--bi-encoder", str(tiny_bi_path), "--output", str(tmp_path / "idx")]) == 0
+    assert main(["search", "--index", str(tmp_path / "idx"), "--bi-encoder", str(tiny_bi_path), "--query", "cancer risk",
+                 "--top-n", "2"]) == 0
+    assert "cosine" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["evaluate", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "r.json")]) == 2
+    assert "error:" in capsys.readouterr().err
