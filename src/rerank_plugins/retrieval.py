@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rerank_plugins._validation import check_positive_int, check_rank_options, check_scale
+from rerank_plugins._validation import check_positive_int, check_query, check_rank_options, check_scale
 from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.cross_encoder import LONG_DOCUMENT_POLICIES, CrossEncoderBackend
-from rerank_plugins.schema import RetrievedDocument, SearchHit
+from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
 
 
 @dataclass
@@ -34,14 +35,28 @@ class RerankOptions:
     ) -> list[list[RetrievedDocument]]:
         """Rerank each query's hits in one batched pass; each output is a subset of its hits, best first."""
         ranked = reranker.rank_batch(
-            [(query, [hit.document.text for hit in hits]) for query, hits in requests],
-            top_n=self.top_n,
-            score_threshold=self.score_threshold,
-            min_keep=self.min_keep,
-            scale=self.scale,
-            long_documents=self.long_documents,
-            batch_size=self.batch_size,
+            [(query, [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs()
         )
+        return self._results(requests, ranked)
+
+    async def arerank(self, reranker: CrossEncoderBackend, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
+        """:meth:`rerank` for one request from async code: micro-batched with concurrent requests, off the loop."""
+        ranked = await reranker.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs())
+        return self._results([(query, hits)], [ranked])[0]
+
+    def _rank_kwargs(self) -> dict:
+        return {
+            "top_n": self.top_n,
+            "score_threshold": self.score_threshold,
+            "min_keep": self.min_keep,
+            "scale": self.scale,
+            "long_documents": self.long_documents,
+            "batch_size": self.batch_size,
+        }
+
+    def _results(
+        self, requests: Sequence[tuple[str, Sequence[SearchHit]]], ranked: Sequence[Sequence[RankedItem]]
+    ) -> list[list[RetrievedDocument]]:
         return [
             [
                 RetrievedDocument(
@@ -90,3 +105,13 @@ class TwoStagePipeline:
                 for hits in candidates
             ]
         return self.options.rerank(self.reranker, list(zip(queries, candidates)))
+
+    async def aretrieve(self, query: str) -> list[RetrievedDocument]:
+        """:meth:`retrieve` for async code: query encoding and reranking are micro-batched with concurrent
+        calls and run in worker threads; the event loop only waits."""
+        query = check_query(query)
+        vectors = await self.index.embedder.aencode_queries([query], batch_size=self.index.batch_size)
+        hits = (await asyncio.to_thread(self.index.search_vectors, vectors, self.top_k))[0]
+        if self.reranker is None:
+            return [RetrievedDocument(hit.document, hit.score) for hit in hits[: self.options.top_n]]
+        return await self.options.arerank(self.reranker, query, hits)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,23 +50,23 @@ class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor
     async def acompress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
     ) -> list[LCDocument]:
-        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+        """Micro-batched with concurrent calls; the model runs in a worker thread, never on the event loop."""
+        results = await self._options.arerank(self._backend, query, _hits(documents))
+        return [to_langchain(result, documents[int(result.document.id)]) for result in results]
 
     def compress_batch(self, requests: Sequence[tuple[str, Sequence[LCDocument]]]) -> list[list[LCDocument]]:
         """Rerank several ``(query, documents)`` requests in one batched pass; results in input order."""
-        hit_requests = []
-        for query, documents in requests:
-            for i, doc in enumerate(documents):
-                if not isinstance(doc, LCDocument):
-                    raise TypeError(f"documents[{i}] must be a langchain Document, got {type(doc).__name__}")
-            hits = [
-                SearchHit(Document(doc.page_content, str(i), {}), i, first_stage_score(doc.metadata))
-                for i, doc in enumerate(documents)
-            ]
-            hit_requests.append((query, hits))
-        ranked = self._options.rerank(self._backend, hit_requests)
+        ranked = self._options.rerank(self._backend, [(query, _hits(documents)) for query, documents in requests])
         return [
             [to_langchain(result, documents[int(result.document.id)]) for result in results]
             for (_, documents), results in zip(requests, ranked)
         ]
 
+
+
+def _hits(documents: Sequence[LCDocument]) -> list[SearchHit]:
+    """Candidates keyed by their position, carrying any first-stage score found in their metadata."""
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, LCDocument):
+            raise TypeError(f"documents[{i}] must be a langchain Document, got {type(doc).__name__}")
+    return [SearchHit(Document(doc.page_content, str(i), {}), i, first_stage_score(doc.metadata)) for i, doc in enumerate(documents)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -47,7 +46,8 @@ class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
         return self._backend.encode_queries([text], batch_size=1, normalize=self.normalize, show_progress=False)[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self.embed_documents, texts)
+        vectors = await self._backend.aencode_documents(texts, batch_size=self.batch_size, normalize=self.normalize)
+        return vectors.tolist()
 
     async def aembed_query(self, text: str) -> list[float]:
-        return await asyncio.to_thread(self.embed_query, text)
+        return (await self._backend.aencode_queries([text], normalize=self.normalize))[0].tolist()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -81,8 +80,7 @@ class TwoStageRetriever(BaseRetriever):
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
     ) -> list[LCDocument]:
-        results = await asyncio.to_thread(self._pipeline.retrieve, query)
-        return [to_langchain(result) for result in results]
+        return [to_langchain(result) for result in await self._pipeline.aretrieve(query)]
 
     def batch(
         self,

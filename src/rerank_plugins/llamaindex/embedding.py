@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -49,10 +48,11 @@ class BiEncoderEmbedding(ModelLoadFields, BaseEmbedding):
         return self._backend.encode_documents(texts, batch_size=self.embed_batch_size, normalize=self.normalize).tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return await asyncio.to_thread(self._get_query_embedding, query)
+        return (await self._backend.aencode_queries([query], normalize=self.normalize))[0].tolist()
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return await asyncio.to_thread(self._get_text_embedding, text)
+        return (await self._aget_text_embeddings([text]))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+        vectors = await self._backend.aencode_documents(texts, batch_size=self.embed_batch_size, normalize=self.normalize)
+        return vectors.tolist()

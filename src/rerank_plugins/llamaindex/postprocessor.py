@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,22 +52,27 @@ class CrossEncoderRerank(ModelLoadFields, RerankFields, BaseNodePostprocessor):
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+        """Micro-batched with concurrent calls; the model runs in a worker thread, never on the event loop."""
+        if query_bundle is None:
+            raise ValueError("CrossEncoderRerank needs the query: pass query_bundle or query_str")
+        results = await self._options.arerank(self._backend, query_bundle.query_str, _hits(nodes))
+        return [with_scores(nodes[int(r.document.id)].node, r) for r in results]
 
     def postprocess_batch(self, requests: Sequence[tuple[str, Sequence[NodeWithScore]]]) -> list[list[NodeWithScore]]:
         """Rerank several ``(query, nodes)`` requests in one batched pass; results in input order."""
-        hit_requests = []
-        for query, nodes in requests:
-            for i, node in enumerate(nodes):
-                if not isinstance(node, NodeWithScore):
-                    raise TypeError(f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__}")
-            hits = [
-                SearchHit(Document(n.node.get_content(metadata_mode=MetadataMode.EMBED), str(i), {}), i, n.score)
-                for i, n in enumerate(nodes)
-            ]
-            hit_requests.append((query, hits))
-        ranked = self._options.rerank(self._backend, hit_requests)
+        ranked = self._options.rerank(self._backend, [(query, _hits(nodes)) for query, nodes in requests])
         return [
             [with_scores(nodes[int(r.document.id)].node, r) for r in results]
             for (_, nodes), results in zip(requests, ranked)
         ]
+
+
+def _hits(nodes: Sequence[NodeWithScore]) -> list[SearchHit]:
+    """Candidates keyed by their position, with the text the embedder saw and the first-stage score."""
+    for i, node in enumerate(nodes):
+        if not isinstance(node, NodeWithScore):
+            raise TypeError(f"nodes[{i}] must be a NodeWithScore, got {type(node).__name__}")
+    return [
+        SearchHit(Document(n.node.get_content(metadata_mode=MetadataMode.EMBED), str(i), {}), i, n.score)
+        for i, n in enumerate(nodes)
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -75,8 +74,7 @@ class TwoStageRetriever(BaseRetriever):
         return [to_node(result) for result in self.pipeline.retrieve(query_bundle.query_str)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        results = await asyncio.to_thread(self.pipeline.retrieve, query_bundle.query_str)
-        return [to_node(result) for result in results]
+        return [to_node(result) for result in await self.pipeline.aretrieve(query_bundle.query_str)]
 
     def retrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
         """Many queries through one encoding pass and one rerank pass."""

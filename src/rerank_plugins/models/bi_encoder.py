@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rerank_plugins._validation import check_positive_int, check_texts
+from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class BiEncoderBackend(LazyModelBackend):
         self._cache: OrderedDict[tuple[str, bool, bytes], np.ndarray] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
+        self._batcher: MicroBatcher | None = None
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -84,6 +86,31 @@ class BiEncoderBackend(LazyModelBackend):
     ) -> np.ndarray:
         """Embed documents to be searched: shape ``(len(texts), dimension)``, float32."""
         return self._encode(texts, "document", batch_size, normalize, show_progress)
+
+    async def aencode_queries(self, texts: list[str], *, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
+        """:meth:`encode_queries` for async callers: concurrent calls share one pass in a worker thread."""
+        return await self._submit(texts, "query", batch_size, normalize)
+
+    async def aencode_documents(self, texts: list[str], *, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
+        """:meth:`encode_documents` for async callers: concurrent calls share one pass in a worker thread."""
+        return await self._submit(texts, "document", batch_size, normalize)
+
+    async def _submit(self, texts: list[str], kind: str, batch_size: int, normalize: bool) -> np.ndarray:
+        texts = check_texts(texts)
+        check_positive_int(batch_size, "batch_size")
+        if self._batcher is None:
+            self._batcher = MicroBatcher(
+                lambda items: run_grouped(items, key=lambda item: item[:3], process_group=self._encode_group),
+                weight=lambda item: max(1, len(item[3])),
+                max_weight=512,
+            )
+        return await self._batcher.submit((kind, normalize, batch_size, texts))
+
+    def _encode_group(self, items: list[tuple[str, bool, int, list[str]]]) -> list[np.ndarray]:
+        kind, normalize, batch_size = items[0][:3]
+        vectors = self._encode([t for item in items for t in item[3]], kind, batch_size, normalize, False)
+        bounds = np.cumsum([0] + [len(item[3]) for item in items])
+        return [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
     def count_truncated(self, texts: list[str]) -> int:
         """How many of ``texts`` are longer than :attr:`max_length` tokens (and so lose their ends)."""

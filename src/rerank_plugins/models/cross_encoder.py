@@ -26,6 +26,7 @@ from rerank_plugins._validation import (
     check_texts,
     select_top,
 )
+from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
 from rerank_plugins.schema import RankedItem, ScoreScale
 
@@ -55,6 +56,25 @@ def apply_scale(raw: np.ndarray, scale: ScoreScale) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
 
 
+def select(
+    details: PairScores, top_n: int | None, score_threshold: float | None, min_keep: int, scale: ScoreScale
+) -> list[RankedItem]:
+    """Turn one request's raw scores into its ranked result (see :meth:`CrossEncoderBackend.rank_batch`)."""
+    scores = apply_scale(details.raw, scale)
+    keep = select_top(scores.tolist(), top_n, score_threshold, min_keep)
+    if score_threshold is not None and len(scores) and not keep:
+        logger.info("score_threshold=%s removed all %d candidates", score_threshold, len(scores))
+    return [
+        RankedItem(
+            index=i,
+            score=float(scores[i]),
+            truncated=bool(details.truncated[i]),
+            window=None if details.window[i] < 0 else int(details.window[i]),
+        )
+        for i in keep
+    ]
+
+
 class CrossEncoderBackend(LazyModelBackend):
     """A sequence-classification cross-encoder (one logit, or two classes) behind a small API.
 
@@ -64,6 +84,9 @@ class CrossEncoderBackend(LazyModelBackend):
     """
 
     window_overlap: int = 64
+    max_pairs_per_batch: int = 512
+    """Upper bound on (query, document) pairs that concurrent async requests share in one pass."""
+    _batcher: MicroBatcher | None = None
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import CrossEncoder
@@ -172,24 +195,48 @@ class CrossEncoderBackend(LazyModelBackend):
         """
         check_rank_options(top_n, score_threshold, min_keep)
         check_scale(scale)
-        results = []
-        for details in self.score_details(requests, long_documents, batch_size):
-            scores = apply_scale(details.raw, scale)
-            keep = select_top(scores.tolist(), top_n, score_threshold, min_keep)
-            if score_threshold is not None and len(scores) and not keep:
-                logger.info("score_threshold=%s removed all %d candidates", score_threshold, len(scores))
-            results.append(
-                [
-                    RankedItem(
-                        index=i,
-                        score=float(scores[i]),
-                        truncated=bool(details.truncated[i]),
-                        window=None if details.window[i] < 0 else int(details.window[i]),
-                    )
-                    for i in keep
-                ]
+        return [
+            select(details, top_n, score_threshold, min_keep, scale)
+            for details in self.score_details(requests, long_documents, batch_size)
+        ]
+
+    async def arank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        min_keep: int = 0,
+        scale: ScoreScale = "raw",
+        long_documents: LongDocuments = "truncate",
+        batch_size: int = 32,
+    ) -> list[RankedItem]:
+        """:meth:`rank` for async callers: concurrent calls are micro-batched into shared forward passes
+        run in a worker thread, so the event loop is never blocked by model work."""
+        check_rank_options(top_n, score_threshold, min_keep)
+        check_scale(scale)
+        if long_documents not in LONG_DOCUMENT_POLICIES:
+            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
+        check_positive_int(batch_size, "batch_size")
+        request = (check_query(query), check_texts(documents, "documents"))
+        details = await self.batcher.submit((request, long_documents, batch_size))
+        return select(details, top_n, score_threshold, min_keep, scale)
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The micro-batcher behind :meth:`arank` (one per backend, shared by every adapter)."""
+        if self._batcher is None:
+            self._batcher = MicroBatcher(
+                lambda items: run_grouped(
+                    items,
+                    key=lambda item: (item[1], item[2]),
+                    process_group=lambda group: self.score_details([g[0] for g in group], group[0][1], group[0][2]),
+                ),
+                weight=lambda item: max(1, len(item[0][1])),
+                max_weight=self.max_pairs_per_batch,
             )
-        return results
+        return self._batcher
 
     # -- scoring ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,98 @@
+"""Micro-batching for async callers: concurrent requests share one forward pass, off the event loop.
+
+A request waits at most ``max_wait_s`` for company; a batch holds at most ``max_weight`` units (texts or
+(query, document) pairs). The model work runs in a worker thread, so the event loop stays responsive.
+While one batch computes, new arrivals queue up and form the next one, so batches grow under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _LoopState:
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task | None = None
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Collects concurrent :meth:`submit` calls into calls of ``process(items) -> results`` (same order)."""
+
+    def __init__(
+        self,
+        process: Callable[[Sequence[Item]], Sequence[Result]],
+        *,
+        weight: Callable[[Item], int] = lambda item: 1,
+        max_weight: int = 256,
+        max_wait_s: float = 0.002,
+    ) -> None:
+        self.process = process
+        self.weight = weight
+        self.max_weight = max_weight
+        self.max_wait_s = max_wait_s
+        self.batch_sizes: list[int] = []
+        """How many requests each processed batch held (for monitoring and tests); the last 1,000."""
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+
+    async def submit(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState()
+        future: asyncio.Future = loop.create_future()
+        state.queue.put_nowait((item, future))
+        if state.worker is None or state.worker.done():
+            state.worker = loop.create_task(self._drain(state))
+        return await future
+
+    async def _drain(self, state: _LoopState) -> None:
+        """Process batches until the queue is empty, then stop (a later submit starts a new worker)."""
+        loop = asyncio.get_running_loop()
+        while not state.queue.empty():
+            batch = [state.queue.get_nowait()]
+            weight = self.weight(batch[0][0])
+            deadline = loop.time() + self.max_wait_s
+            while weight < self.max_weight:
+                if state.queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await asyncio.sleep(min(remaining, 0.0005))
+                    continue
+                item, future = state.queue.get_nowait()
+                batch.append((item, future))
+                weight += self.weight(item)
+            live = [(item, future) for item, future in batch if not future.cancelled()]
+            if not live:
+                continue
+            self.batch_sizes = (self.batch_sizes + [len(live)])[-1000:]
+            try:
+                results = await asyncio.to_thread(self.process, [item for item, _ in live])
+            except Exception as error:  # noqa: BLE001 - handed to every caller of this batch
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(live, results):
+                if not future.done():
+                    future.set_result(result)
+
+
+def run_grouped(items: Sequence[Any], key: Callable[[Any], Any], process_group: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    """Process ``items`` in groups of equal ``key`` and return the results in the items' order."""
+    results: list[Any] = [None] * len(items)
+    groups: dict[Any, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    for positions in groups.values():
+        for position, result in zip(positions, process_group([items[i] for i in positions])):
+            results[position] = result
+    return results
