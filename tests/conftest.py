@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["RERANK_PLUGINS_CACHE"] = tempfile.mkdtemp(prefix="rerank-plugins-cache-")  # never the user's cache
 
 import pytest
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from rerank_plugins.models.resolve import resolve_model_path
 
-RUNTIMES: tuple[str, ...] = ("torch",)
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+"""``torch`` (default); ``onnx`` / ``onnx-int8``: ONNX Runtime, fp32 or int8 (see :mod:`rerank_plugins.models.onnx`)."""
 
 
 class LazyModelBackend:

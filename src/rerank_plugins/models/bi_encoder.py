@@ -46,6 +46,9 @@ class BiEncoderBackend(LazyModelBackend):
         self.cache_hits = 0
         self.cache_misses = 0
         self._batcher: MicroBatcher | None = None
+        self._onnx: Any = None
+        self._pooling = "mean"
+        self._normalizes = False
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -59,10 +62,58 @@ class BiEncoderBackend(LazyModelBackend):
         if self._requested_max_length is not None:
             model.max_seq_length = self._requested_max_length
         model.eval()
+        if self.runtime != "torch":
+            from rerank_plugins.models.onnx import load_onnx
+
+            self._pooling, self._normalizes = _onnx_compatible_stack(model, self.model_name)
+            transformer = model[0]
+            self._onnx = load_onnx(path, transformer.auto_model, transformer.tokenizer, self.runtime,
+                                   check=lambda run: self._int8_agreement(model, run))
         return model
+
+    def _int8_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
+        """Retrieval rankings with int8 embeddings against fp32 torch ones, on the check set."""
+        from rerank_plugins.models.onnx import check_set, ranking_agreement
+
+        reference, quantized = [], []
+        for query, docs in check_set():
+            q = model.encode_query([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+            d = model.encode_document(docs, normalize_embeddings=True, convert_to_numpy=True)
+            reference.append(d @ q)
+            qi = self._onnx_encode(model, [query], "query", 32, True, candidate)[0]
+            di = self._onnx_encode(model, docs, "document", 32, True, candidate)
+            quantized.append(di @ qi)
+        return ranking_agreement(reference, quantized)
+
+    def _onnx_encode(
+        self, model: Any, texts: list[str], kind: str, batch_size: int, normalize: bool, run: Any
+    ) -> np.ndarray:
+        """Tokenize once, sort by token length, pad each batch to its own longest, pool like the model does."""
+        prompt = (model.prompts or {}).get(kind) or ""
+        tokenizer = model[0].tokenizer
+        encoded = tokenizer([prompt + t for t in texts], truncation=True, max_length=model.max_seq_length)
+        names = [n for n in tokenizer.model_input_names if n in encoded]
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            features = dict(tokenizer.pad({n: [encoded[n][i] for i in batch] for n in names}, return_tensors="np"))
+            hidden = np.asarray(run(features), dtype=np.float32)
+            mask = features["attention_mask"][..., None].astype(np.float32)
+            if self._pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self._pooling == "max":
+                pooled = np.where(mask > 0, hidden, -np.inf).max(axis=1)
+            else:
+                pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            if normalize or self._normalizes:
+                pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            out[batch] = pooled
+        return out
 
     @property
     def dimension(self) -> int:
+        """Length of the embeddings."""
         model = self.model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = getter()
@@ -146,14 +197,17 @@ class BiEncoderBackend(LazyModelBackend):
                 if show_progress is None:
                     show_progress = len(todo) >= PROGRESS_BAR_MIN_TEXTS
                 model = self.model
-                encode = model.encode_query if kind == "query" else model.encode_document
-                vectors = encode(
-                    todo,
-                    batch_size=batch_size,
-                    normalize_embeddings=normalize,
-                    convert_to_numpy=True,
-                    show_progress_bar=show_progress,
-                ).astype(np.float32, copy=False)
+                if self._onnx is not None:
+                    vectors = self._onnx_encode(model, todo, kind, batch_size, normalize, self._onnx)
+                else:
+                    encode = model.encode_query if kind == "query" else model.encode_document
+                    vectors = encode(
+                        todo,
+                        batch_size=batch_size,
+                        normalize_embeddings=normalize,
+                        convert_to_numpy=True,
+                        show_progress_bar=show_progress,
+                    ).astype(np.float32, copy=False)
                 for (key, positions), vector in zip(missing.items(), vectors):
                     out[positions] = vector
                     if self.cache_size:
@@ -165,3 +219,21 @@ class BiEncoderBackend(LazyModelBackend):
     def clear_cache(self) -> None:
         with self.lock:
             self._cache.clear()
+
+
+def _onnx_compatible_stack(model: Any, name: str) -> tuple[str, bool]:
+    """(pooling mode, has a Normalize module) for a Transformer + Pooling [+ Normalize] model; else raise."""
+    modules = [type(m).__name__ for m in model]
+    pooling = model[1].get_config_dict() if len(modules) > 1 and modules[1] == "Pooling" else {}
+    if (
+        modules[0] != "Transformer"
+        or not pooling
+        or pooling.get("pooling_mode") not in ("mean", "cls", "max")
+        or pooling.get("include_prompt") is False
+        or any(m != "Normalize" for m in modules[2:])
+    ):
+        raise ValueError(
+            f"runtime='onnx' supports Transformer + Pooling(mean|cls|max) [+ Normalize] models; {name} has {modules} "
+            f"({pooling}). Use runtime='torch'."
+        )
+    return pooling["pooling_mode"], "Normalize" in modules[2:]

@@ -87,6 +87,7 @@ class CrossEncoderBackend(LazyModelBackend):
     max_pairs_per_batch: int = 512
     """Upper bound on (query, document) pairs that concurrent async requests share in one pass."""
     _batcher: MicroBatcher | None = None
+    _onnx: Any = None
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import CrossEncoder
@@ -106,7 +107,24 @@ class CrossEncoderBackend(LazyModelBackend):
                 f"(num_labels={labels}); rerank-plugins cannot score with it"
             )
         model.eval()
+        if self.runtime != "torch":
+            from rerank_plugins.models.onnx import load_onnx
+
+            self._onnx = load_onnx(
+                path, model.model, model.tokenizer, self.runtime, check=lambda run: self._int8_agreement(model, run)
+            )
         return model
+
+    def _int8_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
+        """Rankings of the int8 candidate against this model in fp32 torch, on the check set."""
+        from rerank_plugins.models.onnx import check_set, ranking_agreement
+
+        requests = check_set()
+        budget = _max_length(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+        queries, documents = [_fit_query(model.tokenizer, q, budget) for q, _ in requests], [d for _, d in requests]
+        reference = self._score_locked(queries, documents, "truncate", 32, _torch_forward(model.model), model)
+        quantized = self._score_locked(queries, documents, "truncate", 32, candidate, model)
+        return ranking_agreement([r.raw for r in reference], [q.raw for q in quantized])
 
     def _check_is_classifier(self, path: Path) -> None:
         """Refuse a model without a trained scoring head (sentence-transformers would add a random one)."""
@@ -123,8 +141,7 @@ class CrossEncoderBackend(LazyModelBackend):
     @property
     def max_length(self) -> int:
         """Longest (query, document) pair in tokens, special tokens included."""
-        model = self.model
-        length = model.max_seq_length or model.tokenizer.model_max_length
+        return _max_length(self.model)
         config_limit = getattr(model.model.config, "max_position_embeddings", None) or length
         return int(min(length, config_limit))
 
@@ -265,14 +282,19 @@ class CrossEncoderBackend(LazyModelBackend):
             return self._score_locked(queries, documents, long_documents, batch_size)
 
     def _score_locked(
-        self, queries: list[str], documents: list[list[str]], long_documents: str, batch_size: int
+        self,
+        queries: list[str],
+        documents: list[list[str]],
+        long_documents: str,
+        batch_size: int,
+        forward: Any = None,
+        model: Any = None,
     ) -> list[PairScores]:
-        import torch
-
-        model = self.model
+        model = model or self.model
+        forward = forward or self._onnx or _torch_forward(model.model)
         tokenizer = model.tokenizer
-        max_length = self.max_length
-        longest_query = self._check_query_lengths(queries, max_length)
+        max_length = _max_length(model)
+        longest_query = _check_query_lengths(tokenizer, queries, max_length)
 
         flat_queries = [q for q, docs in zip(queries, documents) for _ in docs]
         flat_docs = [d for docs in documents for d in docs]
@@ -282,7 +304,7 @@ class CrossEncoderBackend(LazyModelBackend):
             flat_docs,
             truncation="only_second",
             max_length=max_length,
-            stride=self._stride(max_length, longest_query) if windowed else 0,
+            stride=_stride(tokenizer, self.window_overlap, max_length, longest_query) if windowed else 0,
             return_overflowing_tokens=True,
             padding=False,
         )
@@ -298,23 +320,18 @@ class CrossEncoderBackend(LazyModelBackend):
         order = chunk_ids[np.argsort(-lengths, kind="stable")]  # longest first, each batch padded to its own max
 
         chunk_scores = np.empty(len(chunk_owner), dtype=np.float32)
-        hf_model = model.model
         progress = None
         if len(order) >= PROGRESS_BAR_MIN_PAIRS:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(order), desc="Reranking", unit="pair")
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch_ids = order[start : start + batch_size]
-                features = tokenizer.pad(
-                    {n: [encoded[n][i] for i in batch_ids] for n in names}, return_tensors="pt"
-                )
-                logits = hf_model(**{k: v.to(hf_model.device) for k, v in features.items()}).logits.float()
-                scores = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
-                chunk_scores[batch_ids] = scores.cpu().numpy()
-                if progress is not None:
-                    progress.update(len(batch_ids))
+        for start in range(0, len(order), batch_size):
+            batch_ids = order[start : start + batch_size]
+            features = tokenizer.pad({n: [encoded[n][i] for i in batch_ids] for n in names}, return_tensors="np")
+            logits = np.asarray(forward(dict(features)), dtype=np.float32)
+            chunk_scores[batch_ids] = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+            if progress is not None:
+                progress.update(len(batch_ids))
         if progress is not None:
             progress.close()
 
@@ -356,21 +373,49 @@ class CrossEncoderBackend(LazyModelBackend):
             window[:] = -1
         return raw, window
 
-    def _stride(self, max_length: int, longest_query: int) -> int:
-        """Window overlap in tokens: ``window_overlap``, but at most half of the room left for the document."""
-        room = max_length - longest_query - self.model.tokenizer.num_special_tokens_to_add(pair=True)
-        return max(0, min(self.window_overlap, room // 2))
 
-    def _check_query_lengths(self, queries: list[str], max_length: int) -> int:
-        """Raise if a query leaves no room for documents; return the longest query's length in tokens."""
-        tokenizer = self.model.tokenizer
-        unique = list(dict.fromkeys(queries))
-        lengths = tokenizer(unique, add_special_tokens=False, return_length=True)["length"]
-        budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
-        for query, length in zip(unique, lengths):
-            if length > budget:
-                raise ValueError(
-                    f"query is {length} tokens long; with max_length={max_length} it leaves fewer than "
-                    f"{MIN_DOCUMENT_TOKENS} tokens for the document. Shorten the query (queries are never truncated)."
-                )
-        return int(max(lengths))
+def _max_length(model: Any) -> int:
+    length = model.max_seq_length or model.tokenizer.model_max_length
+    config_limit = getattr(model.model.config, "max_position_embeddings", None) or length
+    return int(min(length, config_limit))
+
+
+def _torch_forward(hf_model: Any):
+    """A forward function over numpy features returning numpy logits (fp32, inference mode)."""
+
+    def forward(features: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(hf_model.device) for k, v in features.items()}
+            return hf_model(**tensors).logits.float().cpu().numpy()
+
+    return forward
+
+
+def _fit_query(tokenizer: Any, query: str, budget: int) -> str:
+    """``query`` cut word by word until it is at most ``budget`` tokens (check sets only; user queries are never cut)."""
+    words = query.split()
+    while len(words) > 1 and len(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]) > budget:
+        words.pop()
+    return " ".join(words)
+
+
+def _stride(tokenizer: Any, overlap: int, max_length: int, longest_query: int) -> int:
+    """Window overlap in tokens: ``overlap``, but at most half of the room left for the document."""
+    room = max_length - longest_query - tokenizer.num_special_tokens_to_add(pair=True)
+    return max(0, min(overlap, room // 2))
+
+
+def _check_query_lengths(tokenizer: Any, queries: list[str], max_length: int) -> int:
+    """Raise if a query leaves no room for documents; return the longest query's length in tokens."""
+    unique = list(dict.fromkeys(queries))
+    lengths = tokenizer(unique, add_special_tokens=False, return_length=True)["length"]
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+    for query, length in zip(unique, lengths):
+        if length > budget:
+            raise ValueError(
+                f"query is {length} tokens long; with max_length={max_length} it leaves fewer than "
+                f"{MIN_DOCUMENT_TOKENS} tokens for the document. Shorten the query (queries are never truncated)."
+            )
+    return int(max(lengths))

@@ -1,0 +1,228 @@
+"""ONNX Runtime execution, fp32 or int8, for both backends.
+
+The Hugging Face model is exported once (TorchScript exporter) and cached on disk under a key made from
+the model's own files (config and weights), so a changed model is exported again and an unchanged one
+never is. int8 weights come from ONNX Runtime's dynamic quantization; a quality guard compares int8
+rankings with fp32 on a check set and refuses the export when they disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ONNX_RUNTIMES: tuple[str, ...] = ("onnx", "onnx-int8")
+MIN_TOP10_OVERLAP = 0.95
+MIN_SPEARMAN = 0.99
+
+
+class QuantizationQualityError(RuntimeError):
+    """The int8 model ranks differently from fp32 on the check set; it was not kept."""
+
+
+def cache_root() -> Path:
+    """Where exports are cached: ``$RERANK_PLUGINS_CACHE`` or ``~/.cache/rerank_plugins``."""
+    return Path(os.environ.get("RERANK_PLUGINS_CACHE") or Path.home() / ".cache" / "rerank_plugins")
+
+
+def model_fingerprint(path: Path) -> str:
+    """SHA-256 over the model's config, tokenizer files and weights (content, not names or dates)."""
+    digest = hashlib.sha256()
+    patterns = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "*.safetensors", "*.bin")
+    for file in sorted({f for pattern in patterns for f in path.glob(pattern)}):
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (no tie correction; 1.0 for fewer than two items)."""
+    if len(a) < 2:
+        return 1.0
+    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def ranking_agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], k: int = 10) -> dict[str, float]:
+    """Mean top-k overlap and mean Spearman between two sets of per-query score vectors."""
+    overlaps, correlations = [], []
+    for ref, cand in zip(reference, candidate):
+        top = min(k, len(ref))
+        if top == 0:
+            continue
+        overlaps.append(len(set(np.argsort(-ref)[:top]) & set(np.argsort(-cand)[:top])) / top)
+        correlations.append(spearman(ref, cand))
+    return {"top10_overlap": float(np.mean(overlaps)), "spearman": float(np.mean(correlations)), "queries": len(overlaps)}
+
+
+class OnnxModel:
+    """An ONNX Runtime session that takes the tokenizer's numpy features and returns the first output."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {name: np.asarray(features[name], dtype=np.int64) for name in self.input_names}
+        return self.session.run(None, feeds)[0]
+
+
+def default_threads() -> int:
+    """``$RERANK_PLUGINS_THREADS`` if set, else torch's intra-op thread count (the cores available)."""
+    env = os.environ.get("RERANK_PLUGINS_THREADS")
+    if env:
+        return max(1, int(env))
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _export(hf_model: Any, tokenizer: Any, target: Path) -> None:
+    import torch
+
+    # A padded batch: with an all-ones mask the model's masking code takes a shortcut that tracing would bake in.
+    sample = tokenizer(["a query", "a much longer query for the trace"], ["a document", "another document"],
+                       padding=True, return_tensors="pt")
+    assert not bool(sample["attention_mask"].all()), "the trace sample must contain padding"
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    output = "logits" if type(hf_model).__name__.endswith("ForSequenceClassification") else "last_hidden_state"
+
+    class Named(torch.nn.Module):
+        """Fixes the argument order of the traced graph (tokenizers and forward() disagree on it)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = hf_model
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(names, inputs)))[0]
+
+    previous = getattr(hf_model.config, "_attn_implementation", None)
+    hf_model.set_attn_implementation("eager")  # a plain graph; sdpa's Python branches do not trace
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                Named().eval(),
+                tuple(sample[n] for n in names),
+                str(target),
+                input_names=names,
+                output_names=[output],
+                dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, output: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        if previous is not None:
+            hf_model.set_attn_implementation(previous)
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        if staging.exists():
+            staging.unlink()
+
+
+def load_onnx(
+    model_path: Path,
+    hf_model: Any,
+    tokenizer: Any,
+    runtime: str,
+    *,
+    check: Callable[[Callable[[dict[str, np.ndarray]], np.ndarray]], dict[str, float]] | None = None,
+    threads: int | None = None,
+) -> OnnxModel:
+    """The cached ONNX model for ``model_path`` (exported / quantized on first use).
+
+    ``check(run) -> {"top10_overlap", "spearman"}`` measures an int8 runner against fp32; below
+    :data:`MIN_TOP10_OVERLAP` / :data:`MIN_SPEARMAN` the int8 export is refused.
+    """
+    if runtime not in ONNX_RUNTIMES:
+        raise ValueError(f"runtime must be one of {ONNX_RUNTIMES}, got {runtime!r}")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise ImportError("runtime='onnx' needs onnxruntime and onnx: pip install 'rerank-plugins[fast]'") from error
+    directory = cache_root() / "onnx" / model_fingerprint(model_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    fp32 = directory / "model.onnx"
+    if not fp32.exists():
+        logger.warning("Exporting %s to ONNX (once; cached in %s)", model_path, directory)
+        _atomic(fp32, lambda staging: _export(hf_model, tokenizer, staging))
+    if runtime == "onnx":
+        return OnnxModel(fp32, threads)
+
+    int8 = directory / "model-int8.onnx"
+    report_path = directory / "int8-quality.json"
+    if not int8.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logger.warning("Quantizing %s to int8 (once; cached in %s)", model_path, directory)
+        staging = directory / f".int8-{uuid.uuid4().hex}.onnx"
+        try:
+            quantize_dynamic(str(fp32), str(staging), weight_type=QuantType.QInt8)
+            candidate = OnnxModel(staging, threads)
+            report = check(candidate) if check is not None else {"top10_overlap": 1.0, "spearman": 1.0, "queries": 0}
+            if report["top10_overlap"] < MIN_TOP10_OVERLAP or report["spearman"] < MIN_SPEARMAN:
+                raise QuantizationQualityError(
+                    f"int8 export of {model_path} refused: against fp32 on the check set, top-10 overlap "
+                    f"{report['top10_overlap']:.3f} (needs >= {MIN_TOP10_OVERLAP}) and Spearman {report['spearman']:.4f} "
+                    f"(needs >= {MIN_SPEARMAN}). Use runtime='onnx' (fp32) or 'torch' for this model."
+                )
+            os.replace(staging, int8)
+            report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        finally:
+            if staging.exists():
+                staging.unlink()
+    return OnnxModel(int8, threads)
+
+
+def check_set(queries: int = 16, depth: int = 30) -> list[tuple[str, list[str]]]:
+    """Realistic (query, candidates) requests for the quality guard, from the bundled SciFact subset.
+
+    Candidates are each query's ``depth`` documents with the most words in common with it, so the
+    check compares rankings among plausible documents, as a reranker sees them.
+    """
+    from rerank_plugins.quickstart import demo_data_path
+    from rerank_plugins.training.data import load_beir
+
+    data = load_beir(demo_data_path(), "test")
+    doc_ids = list(data.corpus)
+    doc_words = [set(data.corpus[d].lower().split()) for d in doc_ids]
+    requests = []
+    for query in list(data.queries.values())[:queries]:
+        query = " ".join(query.split()[:12])  # short enough for any model's max length to leave room
+        words = set(query.lower().split())
+        ranked = sorted(range(len(doc_ids)), key=lambda i: -len(words & doc_words[i]))[:depth]
+        requests.append((query, [data.corpus[doc_ids[i]] for i in ranked]))
+    return requests
+
+
+def clear_cache() -> None:
+    """Delete every cached export (they are rebuilt on next use)."""
+    shutil.rmtree(cache_root() / "onnx", ignore_errors=True)

@@ -1,0 +1,65 @@
+"""ONNX Runtime backends: fp32 matches torch, exports are cached by content, the int8 guard refuses bad exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from rerank_plugins import BiEncoderBackend, CrossEncoderBackend  # noqa: E402
+from rerank_plugins.models import onnx  # noqa: E402
+
+DOCS = ["cancer gene risk", "heart blood dose " * 5, "brain immune virus", "", "seoul korea city " * 30]
+
+
+def test_onnx_cross_encoder_matches_torch_and_flags_truncation(tiny_cross_path):
+    torch_backend = CrossEncoderBackend(tiny_cross_path)
+    onnx_backend = CrossEncoderBackend(tiny_cross_path, runtime="onnx")
+    np.testing.assert_allclose(onnx_backend.score("cancer risk", DOCS), torch_backend.score("cancer risk", DOCS), atol=1e-4)
+    assert [r.truncated for r in onnx_backend.rank("cancer", DOCS)] == [r.truncated for r in torch_backend.rank("cancer", DOCS)]
+
+
+def test_onnx_bi_encoder_matches_torch(tiny_bi_path):
+    torch_backend = BiEncoderBackend(tiny_bi_path, cache_size=0)
+    onnx_backend = BiEncoderBackend(tiny_bi_path, runtime="onnx", cache_size=0)
+    np.testing.assert_allclose(onnx_backend.encode_documents(DOCS), torch_backend.encode_documents(DOCS), atol=1e-4)
+    np.testing.assert_allclose(onnx_backend.encode_queries(["cancer"]), torch_backend.encode_queries(["cancer"]), atol=1e-4)
+
+
+def test_export_is_cached_by_model_content(tiny_cross_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx").score("q", ["d"])
+    exports = list((tmp_path / "onnx").glob("*/model.onnx"))
+    assert len(exports) == 1
+    stamp = exports[0].stat().st_mtime_ns
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx").score("q", ["d"])
+    assert exports[0].stat().st_mtime_ns == stamp, "an unchanged model is not exported again"
+    assert exports[0].parent.name == onnx.model_fingerprint(tiny_cross_path)
+
+
+def test_int8_guard_refuses_an_export_that_ranks_differently(tiny_cross_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
+    monkeypatch.setattr(onnx.OnnxModel, "__call__", lambda self, features: np.random.default_rng(0).normal(
+        size=(len(features["input_ids"]), 1)) if "int8" in self.path.name else _real_call(self, features))
+    with pytest.raises(onnx.QuantizationQualityError, match="refused"):
+        CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    assert not list(tmp_path.glob("onnx/*/model-int8.onnx")), "a refused export is not kept"
+
+
+_real_call = onnx.OnnxModel.__call__
+
+
+def test_int8_export_kept_when_rankings_agree(tiny_cross_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
+    monkeypatch.setattr(onnx, "ranking_agreement", lambda *a, **k: {"top10_overlap": 1.0, "spearman": 1.0, "queries": 16})
+    backend = CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8")
+    assert backend.score("cancer", DOCS).shape == (len(DOCS),)
+    assert list(tmp_path.glob("onnx/*/model-int8.onnx")) and list(tmp_path.glob("onnx/*/int8-quality.json"))
+
+
+def test_ranking_agreement_and_spearman():
+    a = np.arange(20, dtype=float)
+    assert onnx.ranking_agreement([a], [a]) == {"top10_overlap": 1.0, "spearman": 1.0, "queries": 1}
+    assert onnx.spearman(a, -a) == pytest.approx(-1.0)
+    assert onnx.ranking_agreement([a], [-a])["top10_overlap"] == 0.0
