@@ -1,7 +1,8 @@
 """Quality benchmark: what training each stage buys, on a BEIR-layout set (default: SciFact).
 
 Pipelines: (a) packaged MiniLM, (b) fine-tuned bi-encoder, (c) (a) + trained cross-encoder,
-(d) (b) + trained cross-encoder, each at first-stage depths 30 and 100; with training and evaluation times.
+(d) (b) + trained cross-encoder, each at first-stage depths 30 and 100, the reranker alone and fused with
+the first stage (weight tuned on held-out *training* queries, never on test); with training and evaluation times.
 Everything is trained here from the packaged all-MiniLM-L6-v2 on the train split only.
 
     python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
@@ -21,7 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
+from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.evaluation.report import markdown_table
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--cross-max-length", type=int, default=128)
     parser.add_argument("--cross-negatives", type=int, default=7)
     parser.add_argument("--cross-loss", default="listwise", choices=["listwise", "binary"])
+    parser.add_argument("--cross-backbone", default="fine-tuned", choices=["fine-tuned", "packaged"],
+                        help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM")
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
     parser.add_argument("--depths", default="30,100")
     parser.add_argument("--reuse", action="store_true", help="reuse trained models already in --work")
@@ -68,8 +72,16 @@ def main() -> None:
     print(f"corpus {len(test.corpus)}, train queries {len(train.queries)}, held-out {len(held_out.queries)}, "
           f"test queries {len(test.queries)}", flush=True)
 
+    def cached_index(name: str, backend: BiEncoderBackend) -> FaissIndex:
+        path = work / f"index-{name}"
+        if args.reuse and (path / "manifest.json").exists():
+            return FaissIndex.load(path, backend)
+        index = timed(f"encode corpus ({name})", timings, corpus_index, test, backend)
+        index.save(path)
+        return index
+
     base = BiEncoderBackend(BASE)
-    base_index = timed("encode corpus (base)", timings, corpus_index, test, base)
+    base_index = cached_index("base", base)
     negatives = mine_hard_negatives(train_all, base_index, num_negatives=args.cross_negatives, depth=30,
                                     strategy=args.negatives)
     held_negatives = {q: negatives[q] for q in held_out.queries}
@@ -80,11 +92,12 @@ def main() -> None:
               config=BiEncoderTrainingConfig(epochs=args.bi_epochs), hard_negatives=negatives,
               eval_data=held_out, eval_negatives=held_negatives)
     tuned = BiEncoderBackend(str(bi_dir))
-    tuned_index = timed("encode corpus (fine-tuned)", timings, corpus_index, test, tuned)
+    tuned_index = cached_index("fine-tuned", tuned)
 
-    cross_dir = work / f"cross-encoder-{args.negatives}-{args.cross_loss}"
+    cross_dir = work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
+    backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
     if not (args.reuse and (cross_dir / "config.json").exists()):
-        timed("train cross-encoder", timings, train_cross_encoder, train, negatives, cross_dir, base_model=BASE,
+        timed("train cross-encoder", timings, train_cross_encoder, train, negatives, cross_dir, base_model=backbone,
               config=CrossEncoderTrainingConfig(loss=args.cross_loss, epochs=args.cross_epochs,
                                                 num_negatives=args.cross_negatives, max_length=args.cross_max_length),
               eval_data=held_out, eval_negatives=held_negatives)
@@ -92,14 +105,24 @@ def main() -> None:
 
     rows = []
     reports = {}
+    fusion = {}
     for label, index in (("a: packaged MiniLM", base_index), ("b: fine-tuned bi-encoder", tuned_index)):
+        query_ids, hits, _ = first_stage(held_out, index, 30)
+        scores, _ = rerank_scores(held_out, query_ids, hits, reranker, show_progress=False)
+        fusion[label[0]] = tune_fusion_weight(held_out, query_ids, hits, scores)
+        weight = fusion[label[0]]["weight"]
+        print(f"fusion weight for {label[0]} (tuned on {len(query_ids)} held-out train queries): {weight} "
+              f"{fusion[label[0]]['ndcg@10_by_weight']}", flush=True)
         for depth in depths:
             report = timed(f"evaluate {label[0]} top-{depth}", timings, evaluate_two_stage, test, index, reranker,
-                           first_stage_k=depth)
+                           first_stage_k=depth, fusion_weight=weight)
             reports[f"{label[0]}@{depth}"] = report
-            first, reranked = report["metrics"]["first_stage"], report["metrics"]["reranked"]
-            rows.append((label, depth, first, report["latency"]["first_stage"]))
-            rows.append((f"{'c' if label[0] == 'a' else 'd'}: {label[0]} + trained cross-encoder", depth, reranked,
+            metrics = report["metrics"]
+            second = "c" if label[0] == "a" else "d"
+            rows.append((label, depth, metrics["first_stage"], report["latency"]["first_stage"]))
+            rows.append((f"{second}: {label[0]} + trained cross-encoder", depth, metrics["reranker_only"],
+                         report["latency"]["rerank"]))
+            rows.append((f"{second}+: {label[0]} + cross-encoder fused (a={weight})", depth, metrics["reranked"],
                          report["latency"]["rerank"]))
             print(markdown_table(report), flush=True)
 
@@ -110,10 +133,11 @@ def main() -> None:
     header = (f"# {args.data} quality benchmark\n\ncommand: `python {' '.join(sys.argv)}`  \n"
               f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
               f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n")
-    text = header + "\n".join(table) + "\n\nTimings (s): " + json.dumps(timings) + "\n"
+    text = (header + "\n".join(table) + "\n\nFusion weights (tuned on held-out train queries): "
+            + json.dumps({k: v["weight"] for k, v in fusion.items()}) + "\n\nTimings (s): " + json.dumps(timings) + "\n")
     print(text)
     (out / "quality.md").write_text(text, encoding="utf-8")
-    (out / "quality.json").write_text(json.dumps({"timings": timings, "reports": reports, "argv": sys.argv}, indent=2))
+    (out / "quality.json").write_text(json.dumps({"timings": timings, "reports": reports, "fusion": fusion, "argv": sys.argv}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _request(i: int) -> tuple[str, list[str]]:
 
 def test_eight_threads_fifty_calls_each_equal_sequential(tiny_bi_path, tiny_cross_path):
     reranker, embedder = get_cross_encoder(tiny_cross_path), get_bi_encoder(tiny_bi_path)
-    embedder.cache_size = 0  # make every call do model work
+    reranker.cache_size = embedder.cache_size = 0  # make every call do model work
     requests = [_request(i) for i in range(400)]
     expected_scores = [reranker.score(q, docs) for q, docs in requests]
     expected_vectors = [embedder.encode_documents(docs) for _, docs in requests]
@@ -42,6 +42,7 @@ def test_eight_threads_fifty_calls_each_equal_sequential(tiny_bi_path, tiny_cros
 
 async def test_fifty_concurrent_reranks_batch_and_keep_the_loop_responsive(tiny_cross_path):
     reranker = get_cross_encoder(tiny_cross_path)
+    reranker.cache_size = 0  # measure model work, not cache hits
     requests = [_request(i) for i in range(50)]
     expected = [reranker.rank(q, docs, top_n=5) for q, docs in requests]
 
@@ -81,6 +82,7 @@ async def test_fifty_concurrent_reranks_batch_and_keep_the_loop_responsive(tiny_
 
 async def test_concurrent_query_embeddings_are_batched_and_equal(tiny_bi_path):
     embedder = get_bi_encoder(tiny_bi_path)
+    embedder.cache_size = 0
     texts = [" ".join(WORDS[i % 16 : i % 16 + 3]) + f" {i}" for i in range(40)]
     vectors = await asyncio.gather(*(embedder.aencode_queries([t]) for t in texts))
     np.testing.assert_allclose(np.vstack(vectors), embedder.encode_queries(texts), atol=1e-5)

@@ -162,3 +162,27 @@ def test_two_label_model_scores_positive_minus_negative(tmp_path, tiny_cross_pat
     with torch.inference_mode():
         logits = backend.model.model(**features).logits[0]
     assert backend.score("cancer", ["cancer gene"])[0] == pytest.approx(float(logits[1] - logits[0]), abs=1e-5)
+
+
+def test_score_cache_hits_repeated_pairs_and_stays_bounded(tiny_cross_path):
+    backend = CrossEncoderBackend(tiny_cross_path, cache_size=6)
+    first = backend.score("cancer risk", DOCS)
+    assert backend.cache_misses == len(DOCS) and backend.cache_hits == 0
+    again = backend.score("cancer risk", DOCS[::-1])
+    np.testing.assert_array_equal(first, again[::-1])
+    assert backend.cache_hits == len(DOCS)
+    backend.score("another query", DOCS)
+    assert len(backend._cache) == 6
+    uncached = CrossEncoderBackend(tiny_cross_path, cache_size=0)
+    np.testing.assert_allclose(uncached.score("cancer risk", DOCS), first, atol=1e-5)
+    assert len(uncached._cache) == 0
+    with pytest.raises(ValueError, match="cache_size"):
+        CrossEncoderBackend(tiny_cross_path, cache_size=-1)
+
+
+def test_cache_distinguishes_long_document_policies(tiny_cross_path):
+    backend = CrossEncoderBackend(tiny_cross_path)
+    doc = "the " * 300 + "korea seoul city"
+    truncated = backend.rank("korea seoul", [doc])[0]
+    windowed = backend.rank("korea seoul", [doc], long_documents="window")[0]
+    assert truncated.window is None and windowed.window is not None

@@ -50,11 +50,21 @@ def test_int8_guard_refuses_an_export_that_ranks_differently(tiny_cross_path, tm
 _real_call = onnx.OnnxModel.__call__
 
 
-def test_int8_export_kept_when_rankings_agree(tiny_cross_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["cross", "bi"])
+def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(tiny_cross_path, tiny_bi_path, tmp_path, monkeypatch, kind):
     monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
-    monkeypatch.setattr(onnx, "ranking_agreement", lambda *a, **k: {"top10_overlap": 1.0, "spearman": 1.0, "queries": 16})
-    backend = CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8")
-    assert backend.score("cancer", DOCS).shape == (len(DOCS),)
+    measured = []
+
+    def agreement(reference, candidate, k=10):
+        measured.append(len(reference))
+        return {"top10_overlap": 1.0, "spearman": 1.0, "queries": len(reference)}
+
+    monkeypatch.setattr(onnx, "ranking_agreement", agreement)
+    if kind == "cross":
+        assert CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("cancer", DOCS).shape == (len(DOCS),)
+    else:
+        assert BiEncoderBackend(tiny_bi_path, runtime="onnx-int8").encode_documents(DOCS).shape[0] == len(DOCS)
+    assert measured == [16], "the guard compared int8 with fp32 on the whole check set"
     assert list(tmp_path.glob("onnx/*/model-int8.onnx")) and list(tmp_path.glob("onnx/*/int8-quality.json"))
 
 

@@ -37,6 +37,11 @@ class RerankFields(BaseModel):
         default="truncate", description="Cut a too-long document (flagged) or score it in overlapping windows."
     )
     batch_size: int = Field(default=32, description="Pairs per forward pass.")
+    fusion_weight: float | Literal["auto"] | None = Field(
+        default=None,
+        description="Order by a*z(rerank)+(1-a)*z(first stage) (needs first-stage scores); 'auto' uses the weight "
+        "tuned on held-out queries when the model was trained; None ranks by the reranker alone.",
+    )
 
     def rerank_options(self) -> RerankOptions:
         return RerankOptions(
@@ -46,4 +51,5 @@ class RerankFields(BaseModel):
             scale=self.scale,
             long_documents=self.long_documents,
             batch_size=self.batch_size,
+            fusion_weight=self.fusion_weight,
         )

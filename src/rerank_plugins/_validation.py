@@ -69,15 +69,20 @@ def check_scale(scale: Any) -> str:
 
 
 def select_top(
-    scores: Sequence[float], top_n: int | None, score_threshold: float | None, min_keep: int
+    scores: Sequence[float],
+    top_n: int | None,
+    score_threshold: float | None,
+    min_keep: int,
+    threshold_scores: Sequence[float] | None = None,
 ) -> list[int]:
-    """Positions of the results to keep, best first (ties keep input order).
+    """Positions of the results to keep, best first by ``scores`` (ties keep input order).
 
-    Scores below ``score_threshold`` are dropped, but the ``min_keep`` best are always kept;
-    then at most ``top_n`` remain.
+    Items whose ``threshold_scores`` (default: ``scores``) fall below ``score_threshold`` are dropped, but
+    the ``min_keep`` best are always kept; then at most ``top_n`` remain.
     """
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if score_threshold is not None:
-        passing = [i for i in order if scores[i] >= score_threshold]
+        gate = scores if threshold_scores is None else threshold_scores
+        passing = [i for i in order if gate[i] >= score_threshold]
         order = passing if len(passing) >= min_keep else order[:min_keep]
     return order if top_n is None else order[:top_n]

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rerank_plugins._validation import check_positive_int, check_query, check_rank_options, check_scale
+from rerank_plugins._validation import check_positive_int, check_query, check_rank_options, check_scale, select_top
+from rerank_plugins.fusion import fuse, stored_fusion_weight
 from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.cross_encoder import LONG_DOCUMENT_POLICIES, CrossEncoderBackend
 from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
@@ -22,6 +23,10 @@ class RerankOptions:
     scale: str = "raw"
     long_documents: str = "truncate"
     batch_size: int = 32
+    fusion_weight: float | str | None = None
+    """None: order by the reranker alone. A weight ``a`` in [0, 1]: order by ``a * z(rerank) + (1 - a) * z(retrieval)``
+    (see :mod:`rerank_plugins.fusion`). ``"auto"``: the weight stored with a model trained by rerank-plugins
+    (tuned on its held-out queries), or the reranker alone if none is stored."""
 
     def __post_init__(self) -> None:
         check_rank_options(self.top_n, self.score_threshold, self.min_keep)
@@ -29,47 +34,62 @@ class RerankOptions:
         if self.long_documents not in LONG_DOCUMENT_POLICIES:
             raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {self.long_documents!r}")
         check_positive_int(self.batch_size, "batch_size")
+        if self.fusion_weight is not None and self.fusion_weight != "auto":
+            if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)):
+                raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")
+            if not 0 <= self.fusion_weight <= 1:
+                raise ValueError(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
+
+    def weight_for(self, reranker: CrossEncoderBackend) -> float | None:
+        """The fusion weight in force for ``reranker`` (resolving ``"auto"``)."""
+        if self.fusion_weight == "auto":
+            return stored_fusion_weight(reranker.path)
+        return self.fusion_weight
 
     def rerank(
         self, reranker: CrossEncoderBackend, requests: Sequence[tuple[str, Sequence[SearchHit]]]
     ) -> list[list[RetrievedDocument]]:
         """Rerank each query's hits in one batched pass; each output is a subset of its hits, best first."""
+        weight = self.weight_for(reranker)
         ranked = reranker.rank_batch(
-            [(query, [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs()
+            [(query, [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs(weight)
         )
-        return self._results(requests, ranked)
+        return [self._results(hits, items, weight) for (_, hits), items in zip(requests, ranked)]
 
     async def arerank(self, reranker: CrossEncoderBackend, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
         """:meth:`rerank` for one request from async code: micro-batched with concurrent requests, off the loop."""
-        ranked = await reranker.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs())
-        return self._results([(query, hits)], [ranked])[0]
+        weight = self.weight_for(reranker)
+        ranked = await reranker.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs(weight))
+        return self._results(hits, ranked, weight)
 
-    def _rank_kwargs(self) -> dict:
-        return {
-            "top_n": self.top_n,
-            "score_threshold": self.score_threshold,
-            "min_keep": self.min_keep,
-            "scale": self.scale,
-            "long_documents": self.long_documents,
-            "batch_size": self.batch_size,
-        }
+    def _rank_kwargs(self, weight: float | None) -> dict:
+        selection = (
+            {"top_n": self.top_n, "score_threshold": self.score_threshold, "min_keep": self.min_keep}
+            if weight is None
+            else {"top_n": None, "score_threshold": None, "min_keep": 0}  # selection happens after fusion
+        )
+        return {**selection, "scale": self.scale, "long_documents": self.long_documents, "batch_size": self.batch_size}
 
-    def _results(
-        self, requests: Sequence[tuple[str, Sequence[SearchHit]]], ranked: Sequence[Sequence[RankedItem]]
-    ) -> list[list[RetrievedDocument]]:
+    def _results(self, hits: Sequence[SearchHit], items: Sequence[RankedItem], weight: float | None) -> list[RetrievedDocument]:
+        fused: list[float | None] = [None] * len(items)
+        if weight is not None:
+            if len(items) != len(hits):
+                raise AssertionError("fusion needs every candidate scored")
+            fused_scores = fuse([i.score for i in items], [hits[i.index].score for i in items], weight)
+            keep = select_top(fused_scores.tolist(), self.top_n, self.score_threshold, self.min_keep,
+                              threshold_scores=[i.score for i in items])
+            items, fused = [items[k] for k in keep], [float(fused_scores[k]) for k in keep]
         return [
-            [
-                RetrievedDocument(
-                    document=hits[item.index].document,
-                    retrieval_score=hits[item.index].score,
-                    rerank_score=item.score,
-                    rerank_scale=self.scale,
-                    truncated=item.truncated,
-                    window=item.window,
-                )
-                for item in items
-            ]
-            for (_, hits), items in zip(requests, ranked)
+            RetrievedDocument(
+                document=hits[item.index].document,
+                retrieval_score=hits[item.index].score,
+                rerank_score=item.score,
+                rerank_scale=self.scale,
+                truncated=item.truncated,
+                window=item.window,
+                fused_score=fused_score,
+            )
+            for item, fused_score in zip(items, fused)
         ]
 
 

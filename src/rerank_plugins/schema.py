@@ -60,10 +60,13 @@ class RetrievedDocument:
     rerank_scale: str | None = None
     truncated: bool = False
     window: int | None = None
+    fused_score: float | None = None
 
     @property
     def score(self) -> float | None:
-        """The score that ordered this result: the rerank score when there is one."""
+        """The score that ordered this result: fused if fusion was on, else the rerank score, else the retrieval score."""
+        if self.fused_score is not None:
+            return self.fused_score
         return self.retrieval_score if self.rerank_score is None else self.rerank_score
 
     def score_metadata(self) -> dict[str, Any]:
@@ -77,6 +80,8 @@ class RetrievedDocument:
             metadata[RERANK_TRUNCATED] = self.truncated
             if self.window is not None:
                 metadata[RERANK_WINDOW] = self.window
+        if self.fused_score is not None:
+            metadata[FUSED_SCORE] = self.fused_score
         return metadata
 
 
@@ -89,4 +94,6 @@ RERANK_TRUNCATED = "rerank_truncated"
 """Metadata key: True when the document was cut to fit the cross-encoder with the query."""
 RERANK_WINDOW = "rerank_window"
 """Metadata key: index of the best-scoring window, when ``long_documents="window"`` split the document."""
-SCORE_KEYS = (RETRIEVAL_SCORE, RERANK_SCORE, RERANK_SCALE, RERANK_TRUNCATED, RERANK_WINDOW)
+FUSED_SCORE = "fused_score"
+"""Metadata key: ``a * z(rerank_score) + (1 - a) * z(retrieval_score)`` over the query's candidates, when fusion is on."""
+SCORE_KEYS = (RETRIEVAL_SCORE, RERANK_SCORE, RERANK_SCALE, RERANK_TRUNCATED, RERANK_WINDOW, FUSED_SCORE)

@@ -10,14 +10,80 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from rerank_plugins.evaluation.metrics import compute_metrics
+from rerank_plugins.fusion import fuse
 from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.schema import SearchHit
 from rerank_plugins.training.data import RetrievalDataset
 
 QUERIES_PER_RERANK_CALL = 16
+FUSION_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
+
+
+def first_stage(dataset: RetrievalDataset, index: FaissIndex, k: int) -> tuple[list[str], list[list[SearchHit]], float]:
+    """(query ids, hits per query, seconds) for every labelled query of ``dataset``."""
+    query_ids = dataset.labelled_queries
+    if not query_ids:
+        raise ValueError(f"{dataset.name} has no labelled queries to evaluate")
+    start = time.perf_counter()
+    hits = index.search_batch([dataset.queries[q] for q in query_ids], k)
+    return query_ids, hits, time.perf_counter() - start
+
+
+def rerank_scores(
+    dataset: RetrievalDataset,
+    query_ids: Sequence[str],
+    hits: Sequence[Sequence[SearchHit]],
+    reranker: CrossEncoderBackend,
+    *,
+    batch_size: int = 32,
+    long_documents: str = "truncate",
+    show_progress: bool = True,
+) -> tuple[list[np.ndarray], float]:
+    """Raw cross-encoder scores of every query's candidates (input order), and the seconds it took."""
+    scores: list[np.ndarray] = []
+    start = time.perf_counter()
+    with tqdm(total=len(query_ids), desc="Reranking", unit="query", disable=not show_progress) as progress:
+        for offset in range(0, len(query_ids), QUERIES_PER_RERANK_CALL):
+            chunk = slice(offset, offset + QUERIES_PER_RERANK_CALL)
+            requests = [(dataset.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids[chunk], hits[chunk])]
+            scores.extend(reranker.score_batch(requests, batch_size=batch_size, long_documents=long_documents))
+            progress.update(len(requests))
+    return scores, time.perf_counter() - start
+
+
+def _order(hits: Sequence[SearchHit], scores: np.ndarray) -> list[str]:
+    return [hits[i].document.id for i in np.argsort(-np.asarray(scores), kind="stable")]
+
+
+def rankings(
+    query_ids: Sequence[str], hits: Sequence[Sequence[SearchHit]], scores: Sequence[np.ndarray], weight: float | None
+) -> dict[str, list[str]]:
+    """Each query's candidates ordered by the reranker alone (``weight=None``) or fused with the first stage."""
+    out = {}
+    for query_id, row, row_scores in zip(query_ids, hits, scores):
+        order_by = row_scores if weight is None else fuse(row_scores, [h.score for h in row], weight)
+        out[query_id] = _order(row, order_by)
+    return out
+
+
+def tune_fusion_weight(
+    dataset: RetrievalDataset,
+    query_ids: Sequence[str],
+    hits: Sequence[Sequence[SearchHit]],
+    scores: Sequence[np.ndarray],
+    weights: Sequence[float] = FUSION_WEIGHTS,
+) -> dict[str, Any]:
+    """The weight with the best nDCG@10 on these (held-out) queries, and the whole sweep."""
+    sweep = {
+        str(w): compute_metrics(rankings(query_ids, hits, scores, w), dataset.qrels, ks=(10,))["ndcg@10"] for w in weights
+    }
+    best = max(weights, key=lambda w: (sweep[str(w)], w))  # ties go to trusting the reranker more
+    return {"weight": best, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
 
 
 def evaluate_two_stage(
@@ -29,18 +95,16 @@ def evaluate_two_stage(
     ks: Sequence[int] = (1, 3, 5, 10),
     batch_size: int = 32,
     long_documents: str = "truncate",
+    fusion_weight: float | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``dataset``'s labelled queries; ``index`` must hold its corpus keyed by corpus id."""
-    query_ids = dataset.labelled_queries
-    if not query_ids:
-        raise ValueError(f"{dataset.name} has no labelled queries to evaluate")
-    texts = [dataset.queries[q] for q in query_ids]
-    recall_ks = tuple(sorted({first_stage_k, *ks}))
+    """Evaluate ``dataset``'s labelled queries; ``index`` must hold its corpus keyed by corpus id.
 
-    start = time.perf_counter()
-    hits = index.search_batch(texts, first_stage_k)
-    first_seconds = time.perf_counter() - start
+    ``metrics.reranked`` is the pipeline's final order: the reranker alone, or fused with the first stage when
+    ``fusion_weight`` is given (then ``metrics.reranker_only`` shows the reranker alone too).
+    """
+    recall_ks = tuple(sorted({first_stage_k, *ks}))
+    query_ids, hits, first_seconds = first_stage(dataset, index, first_stage_k)
     first = {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}
     report: dict[str, Any] = {
         "dataset": dataset.name,
@@ -48,26 +112,19 @@ def evaluate_two_stage(
         "corpus_size": len(index),
         "first_stage_k": first_stage_k,
         "models": {"bi_encoder": index.embedder.model_name, "cross_encoder": reranker.model_name if reranker else None},
+        "fusion_weight": fusion_weight,
         "metrics": {"first_stage": compute_metrics(first, dataset.qrels, ks, recall_ks)},
         "latency": {"first_stage": _latency(first_seconds, len(query_ids))},
     }
     if reranker is None:
         return report
-
-    reranked: dict[str, list[str]] = {}
+    scores, seconds = rerank_scores(dataset, query_ids, hits, reranker, batch_size=batch_size,
+                                    long_documents=long_documents, show_progress=show_progress)
     pairs = sum(len(row) for row in hits)
-    start = time.perf_counter()
-    with tqdm(total=len(query_ids), desc="Reranking", unit="query", disable=not show_progress) as progress:
-        for offset in range(0, len(query_ids), QUERIES_PER_RERANK_CALL):
-            chunk = slice(offset, offset + QUERIES_PER_RERANK_CALL)
-            requests = [(text, [h.document.text for h in row]) for text, row in zip(texts[chunk], hits[chunk])]
-            ranked = reranker.rank_batch(requests, batch_size=batch_size, long_documents=long_documents)
-            for query_id, row, items in zip(query_ids[chunk], hits[chunk], ranked):
-                reranked[query_id] = [row[item.index].document.id for item in items]
-            progress.update(len(requests))
-    rerank_seconds = time.perf_counter() - start
-    report["metrics"]["reranked"] = compute_metrics(reranked, dataset.qrels, ks, recall_ks)
-    report["latency"]["rerank"] = {**_latency(rerank_seconds, len(query_ids)), "pairs_per_s": pairs / rerank_seconds}
+    report["metrics"]["reranked"] = compute_metrics(rankings(query_ids, hits, scores, fusion_weight), dataset.qrels, ks, recall_ks)
+    if fusion_weight is not None:
+        report["metrics"]["reranker_only"] = compute_metrics(rankings(query_ids, hits, scores, None), dataset.qrels, ks, recall_ks)
+    report["latency"]["rerank"] = {**_latency(seconds, len(query_ids)), "pairs_per_s": pairs / seconds}
     return report
 
 

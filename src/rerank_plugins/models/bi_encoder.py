@@ -94,7 +94,7 @@ class BiEncoderBackend(LazyModelBackend):
         encoded = tokenizer([prompt + t for t in texts], truncation=True, max_length=model.max_seq_length)
         names = [n for n in tokenizer.model_input_names if n in encoded]
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        out = np.empty((len(texts), _dimension(model)), dtype=np.float32)  # not self.dimension: may run inside _load
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             features = dict(tokenizer.pad({n: [encoded[n][i] for i in batch] for n in names}, return_tensors="np"))
@@ -114,12 +114,7 @@ class BiEncoderBackend(LazyModelBackend):
     @property
     def dimension(self) -> int:
         """Length of the embeddings."""
-        model = self.model
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        dim = getter()
-        if dim is None:
-            raise ValueError(f"{self.model_name} does not report an embedding dimension")
-        return int(dim)
+        return _dimension(self.model)
 
     @property
     def max_length(self) -> int:
@@ -237,3 +232,11 @@ def _onnx_compatible_stack(model: Any, name: str) -> tuple[str, bool]:
             f"({pooling}). Use runtime='torch'."
         )
     return pooling["pooling_mode"], "Normalize" in modules[2:]
+
+
+def _dimension(model: Any) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = getter()
+    if dim is None:
+        raise ValueError("the embedding model does not report an embedding dimension")
+    return int(dim)

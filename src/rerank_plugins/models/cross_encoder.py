@@ -8,9 +8,12 @@ length-sorted batched pass, and the score scale is explicit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,8 @@ LONG_DOCUMENT_POLICIES: tuple[str, ...] = ("truncate", "window")
 MIN_DOCUMENT_TOKENS = 16
 """A query must leave at least this many tokens of ``max_length`` for the document."""
 PROGRESS_BAR_MIN_PAIRS = 2048
+DEFAULT_SCORE_CACHE_SIZE = 20_000
+"""(query, document) scores remembered per backend (a few MB); 0 turns the cache off."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,19 @@ class CrossEncoderBackend(LazyModelBackend):
     """Upper bound on (query, document) pairs that concurrent async requests share in one pass."""
     _batcher: MicroBatcher | None = None
     _onnx: Any = None
+
+    def __init__(self, model: str | os.PathLike[str], *, cache_size: int = DEFAULT_SCORE_CACHE_SIZE, **options: Any) -> None:
+        super().__init__(model, **options)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, bytes, bytes], tuple[float, bool, int]] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def clear_cache(self) -> None:
+        with self.lock:
+            self._cache.clear()
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import CrossEncoder
@@ -279,7 +297,50 @@ class CrossEncoderBackend(LazyModelBackend):
         if not any(documents):
             return [PairScores(np.zeros(0, np.float32), np.zeros(0, bool), np.zeros(0, np.int64)) for _ in documents]
         with self.lock:
-            return self._score_locked(queries, documents, long_documents, batch_size)
+            if not self.cache_size:
+                return self._score_locked(queries, documents, long_documents, batch_size)
+            return self._score_cached(queries, documents, long_documents, batch_size)
+
+    def _score_cached(
+        self, queries: list[str], documents: list[list[str]], long_documents: str, batch_size: int
+    ) -> list[PairScores]:
+        """Score only the (query, document) pairs not in the LRU cache; repeated pairs cost nothing."""
+        digest = lambda text: hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()  # noqa: E731
+        keys = [[(long_documents, digest(q), digest(d)) for d in docs] for q, docs in zip(queries, documents)]
+        missing: dict[tuple[str, bytes, bytes], tuple[int, int]] = {}
+        for r, row in enumerate(keys):
+            for j, key in enumerate(row):
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                elif key not in missing:
+                    missing[key] = (r, j)
+        self.cache_misses += len(missing)
+        self.cache_hits += sum(map(len, keys)) - len(missing)
+        if missing:
+            by_request: dict[int, list[tuple[int, tuple]]] = {}
+            for key, (r, j) in missing.items():
+                by_request.setdefault(r, []).append((j, key))
+            requests = list(by_request.items())
+            scored = self._score_locked(
+                [queries[r] for r, _ in requests],
+                [[documents[r][j] for j, _ in items] for r, items in requests],
+                long_documents,
+                batch_size,
+            )
+            for (_, items), result in zip(requests, scored):
+                for (_, key), raw, truncated, window in zip(items, result.raw, result.truncated, result.window):
+                    self._cache[key] = (float(raw), bool(truncated), int(window))
+        out = [
+            PairScores(
+                np.array([self._cache[k][0] for k in row], dtype=np.float32),
+                np.array([self._cache[k][1] for k in row], dtype=bool),
+                np.array([self._cache[k][2] for k in row], dtype=np.int64),
+            )
+            for row in keys
+        ]
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
 
     def _score_locked(
         self,

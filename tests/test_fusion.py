@@ -1,0 +1,96 @@
+"""Score fusion: the formula, its ends (first stage alone / reranker alone), 'auto', and adapters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rerank_plugins import get_bi_encoder, get_cross_encoder
+from rerank_plugins.fusion import fuse, stored_fusion_weight, zscore
+from rerank_plugins.index import FaissIndex
+from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+
+TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein",
+         "mice liver drug", "cancer cells mice", "heart risk patients"]
+
+
+def test_fuse_formula():
+    rerank, first = np.array([3.0, 1.0, 2.0]), np.array([0.1, 0.3, 0.2])
+    np.testing.assert_allclose(fuse(rerank, first, 0.3), 0.3 * zscore(rerank) + 0.7 * zscore(first))
+    assert np.argmax(fuse(rerank, first, 1.0)) == 0 and np.argmax(fuse(rerank, first, 0.0)) == 1
+    with pytest.raises(ValueError, match="first-stage score"):
+        fuse(rerank, [0.1, None, 0.2], 0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        fuse(rerank, first, 1.5)
+    assert zscore(np.array([5.0])).tolist() == [0.0]
+
+
+@pytest.fixture()
+def index(tiny_bi_path):
+    return FaissIndex.from_texts(TEXTS, get_bi_encoder(tiny_bi_path))
+
+
+def test_weight_zero_reproduces_the_first_stage_and_one_the_reranker(index, tiny_cross_path):
+    reranker = get_cross_encoder(tiny_cross_path)
+    first = [r.document.id for r in TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")]
+    only_first = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=0.0)).retrieve("cancer risk")
+    assert [r.document.id for r in only_first] == first
+    only_rerank = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=1.0)).retrieve("cancer risk")
+    plain = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
+    assert [r.document.id for r in only_rerank] == [r.document.id for r in plain]
+    assert all(r.fused_score is not None and r.score == r.fused_score for r in only_rerank)
+    assert all(r.fused_score is None for r in plain)
+
+
+def test_fused_results_respect_top_n_threshold_and_min_keep(index, tiny_cross_path):
+    reranker = get_cross_encoder(tiny_cross_path)
+    options = RerankOptions(top_n=3, fusion_weight=0.5, score_threshold=1e9, min_keep=2)
+    results = TwoStagePipeline(index, reranker, top_k=8, options=options).retrieve("cancer risk")
+    assert len(results) == 2
+    fused = [r.fused_score for r in results]
+    assert fused == sorted(fused, reverse=True)
+
+
+async def test_async_fusion_matches_sync(index, tiny_cross_path):
+    pipeline = TwoStagePipeline(index, get_cross_encoder(tiny_cross_path), top_k=8, options=RerankOptions(top_n=4, fusion_weight=0.4))
+    sync = pipeline.retrieve("heart risk")
+    assync = await pipeline.aretrieve("heart risk")
+    assert [r.document.id for r in sync] == [r.document.id for r in assync]
+
+
+def test_auto_reads_the_weight_stored_with_the_model(tmp_path, tiny_cross_path, index):
+    import shutil
+
+    model = tmp_path / "trained"
+    shutil.copytree(tiny_cross_path, model)
+    assert stored_fusion_weight(model) is None
+    options = RerankOptions(top_n=8, fusion_weight="auto")
+    reranker = get_cross_encoder(model)
+    assert options.weight_for(reranker) is None
+    (model / "rerank_plugins_training.json").write_text(json.dumps({"fusion": {"weight": 0.0}}))
+    results = TwoStagePipeline(index, reranker, top_k=8, options=options).retrieve("cancer risk")
+    first = TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
+    assert [r.document.id for r in results] == [r.document.id for r in first]
+
+
+def test_bad_fusion_weight(tiny_cross_path):
+    with pytest.raises(ValueError, match="fusion_weight"):
+        RerankOptions(fusion_weight=2)
+    with pytest.raises(TypeError, match="fusion_weight"):
+        RerankOptions(fusion_weight="high")
+
+
+def test_langchain_compressor_fusion_needs_first_stage_scores(tiny_cross_path):
+    pytest.importorskip("langchain_core")
+    from langchain_core.documents import Document
+
+    from rerank_plugins.langchain import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(model=str(tiny_cross_path), top_n=2, fusion_weight=0.5)
+    scored = [Document(page_content=t, metadata={"score": i / 10}) for i, t in enumerate(TEXTS)]
+    out = reranker.compress_documents(scored, "cancer risk")
+    assert len(out) == 2 and all("fused_score" in d.metadata for d in out)
+    with pytest.raises(ValueError, match="first-stage score"):
+        reranker.compress_documents([Document(page_content=t) for t in TEXTS], "cancer risk")
