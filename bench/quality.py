@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -59,7 +60,9 @@ def main() -> None:
                         help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM")
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
     parser.add_argument("--depths", default="30,100")
-    parser.add_argument("--reuse", action="store_true", help="reuse trained models already in --work")
+    parser.add_argument("--reuse", action="store_true", help="reuse trained models and indexes already in --work")
+    parser.add_argument("--max-train-queries", type=int, help="seeded sample of training queries (CPU budget)")
+    parser.add_argument("--max-test-queries", type=int, help="seeded sample of test queries (CPU budget)")
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
     out, work = Path(args.out), Path(args.work)
@@ -68,6 +71,10 @@ def main() -> None:
 
     train_all = load_dataset(args.data, args.train_split)
     test = load_dataset(args.data, args.test_split)
+    if args.max_train_queries:
+        train_all = train_all.subset(random.Random(0).sample(sorted(train_all.queries), min(args.max_train_queries, len(train_all.queries))))
+    if args.max_test_queries:
+        test = test.subset(random.Random(0).sample(sorted(test.queries), min(args.max_test_queries, len(test.queries))))
     train, held_out = train_all.split(0.1, seed=0)
     print(f"corpus {len(test.corpus)}, train queries {len(train.queries)}, held-out {len(held_out.queries)}, "
           f"test queries {len(test.queries)}", flush=True)

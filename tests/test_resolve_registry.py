@@ -96,3 +96,20 @@ def test_invalid_runtime_and_max_length(tiny_bi_path):
         get_bi_encoder(tiny_bi_path, runtime="tensorrt")
     with pytest.raises(ValueError, match="max_length"):
         get_cross_encoder(tiny_bi_path, max_length=0)
+
+
+def test_thread_setting_applies_to_torch_and_onnx(monkeypatch):
+    import torch
+
+    from rerank_plugins import set_num_threads
+    from rerank_plugins.models.onnx import default_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_num_threads(1)
+        assert torch.get_num_threads() == 1 and default_threads() == 1
+        with pytest.raises(ValueError, match="threads"):
+            set_num_threads(0)
+    finally:
+        monkeypatch.delenv("RERANK_PLUGINS_THREADS", raising=False)
+        torch.set_num_threads(before)

@@ -42,3 +42,12 @@ def test_an_existing_backend_can_be_passed_in(tiny_cross_path):
     assert li.CrossEncoderRerank(backend=backend).backend is backend
     with pytest.raises(TypeError, match="CrossEncoderBackend"):
         li.CrossEncoderRerank(backend="not a backend")
+
+
+def test_runtime_is_part_of_what_is_shared(tiny_cross_path):
+    pytest.importorskip("onnxruntime")
+    model = str(tiny_cross_path)
+    onnx_lc = lc.CrossEncoderReranker(model=model, runtime="onnx")
+    assert onnx_lc.backend is li.CrossEncoderRerank(model=model, runtime="onnx").backend
+    assert onnx_lc.backend is not lc.CrossEncoderReranker(model=model).backend
+    assert onnx_lc.backend.runtime == "onnx"

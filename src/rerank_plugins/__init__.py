@@ -11,6 +11,7 @@ from rerank_plugins.models import (
     get_bi_encoder,
     get_cross_encoder,
     resolve_model_path,
+    set_num_threads,
 )
 from rerank_plugins.schema import Document, RankedItem, RetrievedDocument, SearchHit
 
@@ -27,4 +28,5 @@ __all__ = [
     "get_bi_encoder",
     "get_cross_encoder",
     "resolve_model_path",
+    "set_num_threads",
 ]

@@ -16,6 +16,9 @@ class ModelLoadFields(BaseModel):
     device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     max_length: int | None = Field(default=None, description="Override the model's max sequence length (tokens).")
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off unless you trust it.")
+    runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch", description="'torch', or ONNX Runtime fp32 ('onnx') / int8 ('onnx-int8', quality-guarded)."
+    )
 
     def load_options(self) -> dict[str, Any]:
         return {
@@ -23,6 +26,7 @@ class ModelLoadFields(BaseModel):
             "device": self.device,
             "max_length": self.max_length,
             "trust_remote_code": self.trust_remote_code,
+            "runtime": self.runtime,
         }
 
 

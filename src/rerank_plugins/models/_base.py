@@ -9,6 +9,33 @@ from typing import Any
 
 from rerank_plugins.models.resolve import resolve_model_path
 
+THREADS_ENV = "RERANK_PLUGINS_THREADS"
+
+
+def set_num_threads(threads: int) -> None:
+    """Threads for model work in this process: torch's intra-op pool and ONNX Runtime sessions created later.
+
+    On a CPU one forward pass already uses every core, so a server running N worker processes on C cores
+    should give each C // N threads (or set ``RERANK_PLUGINS_THREADS`` before start-up) to avoid
+    oversubscription. torch's setting is process-wide.
+    """
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    os.environ[THREADS_ENV] = str(threads)
+
+
+def _apply_thread_setting() -> None:
+    value = os.environ.get(THREADS_ENV)
+    if value:
+        import torch
+
+        if torch.get_num_threads() != int(value):
+            torch.set_num_threads(int(value))
+
+
 RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
 """``torch`` (default); ``onnx`` / ``onnx-int8``: ONNX Runtime, fp32 or int8 (see :mod:`rerank_plugins.models.onnx`)."""
 
@@ -66,6 +93,7 @@ class LazyModelBackend:
         if self._model is None:
             with self._load_lock:
                 if self._model is None:
+                    _apply_thread_setting()
                     self._model = self._load(self.path)
         return self._model
 

@@ -91,7 +91,7 @@ class OnnxModel:
 
 def default_threads() -> int:
     """``$RERANK_PLUGINS_THREADS`` if set, else torch's intra-op thread count (the cores available)."""
-    env = os.environ.get("RERANK_PLUGINS_THREADS")
+    env = os.environ.get("RERANK_PLUGINS_THREADS")  # see rerank_plugins.models._base.set_num_threads
     if env:
         return max(1, int(env))
     import torch
