@@ -1,0 +1,48 @@
+"""Framework imports stay inside the adapter packages; the core works with either framework missing."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rerank_plugins"
+
+
+def test_no_framework_import_outside_adapter_packages():
+    pattern = re.compile(r"^\s*(from|import)\s+(langchain\w*|llama_index)\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.parent.name not in ("langchain", "llamaindex") and pattern.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_core_imports_with_both_frameworks_missing():
+    code = (
+        "import sys\n"
+        "for name in ('langchain_core', 'llama_index', 'llama_index.core'): sys.modules[name] = None\n"
+        "import rerank_plugins, rerank_plugins.retrieval, rerank_plugins.index, rerank_plugins.training\n"
+        "import rerank_plugins.evaluation.evaluate, rerank_plugins.cli, rerank_plugins.quickstart\n"
+        "for adapter in ('rerank_plugins.langchain', 'rerank_plugins.llamaindex'):\n"
+        "    try:\n"
+        "        __import__(adapter)\n"
+        "    except ImportError as error:\n"
+        "        assert 'pip install' in str(error), error\n"
+        "    else:\n"
+        "        raise AssertionError(adapter + ' imported without its framework')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_bundled_demo_data_ships_with_its_notice():
+    from rerank_plugins.quickstart import demo_data_path
+
+    data = demo_data_path()
+    assert (data / "NOTICE.txt").read_text().count("CC BY 4.0") == 1
+    assert {p.name for p in data.iterdir()} >= {"corpus.jsonl.gz", "queries.jsonl", "qrels", "NOTICE.txt"}
