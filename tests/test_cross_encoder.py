@@ -123,7 +123,7 @@ def test_window_mode_scores_the_best_window(reranker):
 
 
 def test_query_longer_than_the_model_is_an_error_not_a_silent_cut(reranker):
-    with pytest.raises(ValueError, match="query is .* tokens"):
+    with pytest.raises(ValueError, match="query .* is .* tokens"):
         reranker.rank("cancer " * 60, DOCS)
 
 

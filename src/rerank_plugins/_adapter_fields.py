@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
+from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, backend_model_name, cross_encoder_backend
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.retrieval import RerankOptions
 
 
@@ -57,3 +59,23 @@ class RerankFields(BaseModel):
             batch_size=self.batch_size,
             fusion_weight=self.fusion_weight,
         )
+
+
+class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
+    """Fields and set-up shared by the LangChain and LlamaIndex rerankers: a model (or backend) and options."""
+
+    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
+    _backend: CrossEncoderBackend = PrivateAttr()
+    _options: RerankOptions = PrivateAttr()
+
+    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
+        if backend is not None:
+            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
+        super().__init__(**data)
+        self._options = self.rerank_options()
+        self._backend = cross_encoder_backend(backend, self.model, self.load_options())
+
+    @property
+    def backend(self) -> CrossEncoderBackend:
+        """The shared backend (the same instance for every adapter asking for this model and options)."""
+        return self._backend

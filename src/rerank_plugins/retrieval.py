@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rerank_plugins._validation import check_positive_int, check_query, check_rank_options, check_scale, select_top
 from rerank_plugins.fusion import fuse, stored_fusion_weight
 from rerank_plugins.index.store import FaissIndex
-from rerank_plugins.models.cross_encoder import LONG_DOCUMENT_POLICIES, CrossEncoderBackend
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend, check_scoring_options
 from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
 
 
@@ -31,9 +31,7 @@ class RerankOptions:
     def __post_init__(self) -> None:
         check_rank_options(self.top_n, self.score_threshold, self.min_keep)
         check_scale(self.scale)
-        if self.long_documents not in LONG_DOCUMENT_POLICIES:
-            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {self.long_documents!r}")
-        check_positive_int(self.batch_size, "batch_size")
+        check_scoring_options(self.long_documents, self.batch_size)
         if self.fusion_weight is not None and self.fusion_weight != "auto":
             if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)):
                 raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")

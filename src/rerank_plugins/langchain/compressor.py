@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor
 from langchain_core.documents import Document as LCDocument
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict
 
-from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
-from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, backend_model_name, cross_encoder_backend, first_stage_score
+from rerank_plugins._adapter_fields import CrossEncoderAdapterFields
+from rerank_plugins._adapters import first_stage_score
 from rerank_plugins.langchain._convert import to_langchain
-from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.retrieval import RerankOptions
 from rerank_plugins.schema import Document, SearchHit
 
 
-class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor):
+class CrossEncoderReranker(CrossEncoderAdapterFields, BaseDocumentCompressor):
     """Rerank retrieved documents with a cross-encoder; keep the ``top_n`` best.
 
     Returns **copies** of the input documents, best first, with ``rerank_score`` and ``rerank_scale``
@@ -26,21 +23,6 @@ class CrossEncoderReranker(ModelLoadFields, RerankFields, BaseDocumentCompressor
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
-    _backend: CrossEncoderBackend = PrivateAttr()
-    _options: RerankOptions = PrivateAttr()
-
-    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
-        if backend is not None:
-            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
-        super().__init__(**data)
-        self._options = self.rerank_options()
-        self._backend = cross_encoder_backend(backend, self.model, self.load_options())
-
-    @property
-    def backend(self) -> CrossEncoderBackend:
-        return self._backend
 
     def compress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None

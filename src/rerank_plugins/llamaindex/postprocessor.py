@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-from pydantic import Field, PrivateAttr
 
-from rerank_plugins._adapter_fields import ModelLoadFields, RerankFields
-from rerank_plugins._adapters import DEFAULT_CROSS_ENCODER, backend_model_name, cross_encoder_backend
+from rerank_plugins._adapter_fields import CrossEncoderAdapterFields
 from rerank_plugins.llamaindex._convert import with_scores
-from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.retrieval import RerankOptions
 from rerank_plugins.schema import Document, SearchHit
 
 
-class CrossEncoderRerank(ModelLoadFields, RerankFields, BaseNodePostprocessor):
+class CrossEncoderRerank(CrossEncoderAdapterFields, BaseNodePostprocessor):
     """Rerank nodes with a cross-encoder and keep the ``top_n`` best.
 
     ``NodeWithScore.score`` becomes the rerank score (on ``scale``); each returned node is a copy whose
@@ -25,24 +20,9 @@ class CrossEncoderRerank(ModelLoadFields, RerankFields, BaseNodePostprocessor):
     (keys excluded from LLM and embedding text). The caller's nodes are not modified.
     """
 
-    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
-    _backend: CrossEncoderBackend = PrivateAttr()
-    _options: RerankOptions = PrivateAttr()
-
-    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
-        if backend is not None:
-            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
-        super().__init__(**data)
-        self._options = self.rerank_options()
-        self._backend = cross_encoder_backend(backend, self.model, self.load_options())
-
     @classmethod
     def class_name(cls) -> str:
         return "RerankPluginsCrossEncoderRerank"
-
-    @property
-    def backend(self) -> CrossEncoderBackend:
-        return self._backend
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         if query_bundle is None:

@@ -61,6 +61,12 @@ def apply_scale(raw: np.ndarray, scale: ScoreScale) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
 
 
+def check_scoring_options(long_documents: str, batch_size: int) -> None:
+    if long_documents not in LONG_DOCUMENT_POLICIES:
+        raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
+    check_positive_int(batch_size, "batch_size")
+
+
 def select(
     details: PairScores, top_n: int | None, score_threshold: float | None, min_keep: int, scale: ScoreScale
 ) -> list[RankedItem]:
@@ -160,8 +166,6 @@ class CrossEncoderBackend(LazyModelBackend):
     def max_length(self) -> int:
         """Longest (query, document) pair in tokens, special tokens included."""
         return _max_length(self.model)
-        config_limit = getattr(model.model.config, "max_position_embeddings", None) or length
-        return int(min(length, config_limit))
 
     # -- public API ------------------------------------------------------------------------------------
 
@@ -251,9 +255,7 @@ class CrossEncoderBackend(LazyModelBackend):
         run in a worker thread, so the event loop is never blocked by model work."""
         check_rank_options(top_n, score_threshold, min_keep)
         check_scale(scale)
-        if long_documents not in LONG_DOCUMENT_POLICIES:
-            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
-        check_positive_int(batch_size, "batch_size")
+        check_scoring_options(long_documents, batch_size)
         request = (check_query(query), check_texts(documents, "documents"))
         details = await self.batcher.submit((request, long_documents, batch_size))
         return select(details, top_n, score_threshold, min_keep, scale)
@@ -282,9 +284,7 @@ class CrossEncoderBackend(LazyModelBackend):
         batch_size: int = 32,
     ) -> list[PairScores]:
         """Raw scores with truncation/window details for every request, in one pass."""
-        if long_documents not in LONG_DOCUMENT_POLICIES:
-            raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
-        check_positive_int(batch_size, "batch_size")
+        check_scoring_options(long_documents, batch_size)
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
             raise TypeError(f"requests must be a sequence of (query, documents) pairs, got {type(requests).__name__}")
         queries: list[str] = []
@@ -476,7 +476,7 @@ def _check_query_lengths(tokenizer: Any, queries: list[str], max_length: int) ->
     for query, length in zip(unique, lengths):
         if length > budget:
             raise ValueError(
-                f"query is {length} tokens long; with max_length={max_length} it leaves fewer than "
+                f"query {query[:40]!r}... is {length} tokens long; with max_length={max_length} it leaves fewer than "
                 f"{MIN_DOCUMENT_TOKENS} tokens for the document. Shorten the query (queries are never truncated)."
             )
     return int(max(lengths))
