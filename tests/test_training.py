@@ -105,6 +105,12 @@ def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
     for stage in ("first_stage", "reranked"):
         assert {"hit@10", "mrr@10", "ndcg@10", "recall@10"} <= set(report["metrics"][stage])
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
+    stored = json.loads((tmp_path / "ce" / "rerank_plugins_training.json").read_text())["fusion"]
+    assert 0 <= stored["weight"] <= 1 and len(stored["ndcg@10_by_weight"]) == 11
+    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
+                 "--cross-encoder", str(tmp_path / "ce"), "--fusion-weight", "auto", "--output", str(out)]) == 0
+    fused = json.loads(out.read_text())
+    assert fused["fusion_weight"] == stored["weight"] and "reranker_only" in fused["metrics"]
 
 
 def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
@@ -117,3 +123,15 @@ def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "r.json")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, capsys):
+    """The README's main job with the packaged MiniLM (minutes on 2 cores): run with `pytest -m slow`."""
+    from rerank_plugins.quickstart import run_quickstart
+
+    report = run_quickstart(tmp_path / "qs", time_budget_s=60)
+    assert {"first_stage", "reranked"} <= set(report["metrics"])
+    assert (tmp_path / "qs" / "report.png").exists() and (tmp_path / "qs" / "index" / "manifest.json").exists()
+    out = capsys.readouterr().out
+    assert "LangChain TwoStageRetriever" in out and "LlamaIndex TwoStageRetriever" in out

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     evaluate.add_argument("--cross-encoder", help="reranker (omit to evaluate the first stage alone)")
     evaluate.add_argument("--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)")
+    evaluate.add_argument("--fusion-weight", help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1], "
+                          "or 'auto' for the weight stored with a reranker trained by rerank-plugins")
     evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
     return parser
 
@@ -142,8 +144,15 @@ def _run(args: argparse.Namespace) -> int:
 
         dataset = load_dataset(args.data, args.split)
         index = corpus_index(dataset, get_bi_encoder(args.bi_encoder))
+        from rerank_plugins.fusion import stored_fusion_weight
+
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
-        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k)
+        weight = args.fusion_weight
+        if weight == "auto":
+            weight = stored_fusion_weight(reranker.path) if reranker else None
+        elif weight is not None:
+            weight = float(weight)
+        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k, fusion_weight=weight)
         written = write_report(report, args.output)
         print(markdown_table(report))
         print("Report: " + json.dumps({k: str(v) for k, v in written.items()}))

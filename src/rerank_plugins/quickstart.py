@@ -12,6 +12,7 @@ from typing import Any
 
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.evaluation.report import markdown_table, write_report
+from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
@@ -74,11 +75,13 @@ def run_quickstart(
         train, output / "cross-encoder", bi_encoder=bi_encoder,
         config=CrossEncoderTrainingConfig(max_length=128, epochs=2, time_budget_s=budget),
     )
+    weight = stored_fusion_weight(cross_path)
     say(f"      {log.steps}/{log.planned_steps} steps in {log.seconds:.0f} s -> {cross_path}")
+    say(f"      fusion weight tuned on held-out training claims: a = {weight} (1 = reranker alone, 0 = first stage alone)")
 
-    say(f"\n[3/4] Evaluating on {len(test.queries)} held-out test claims: first stage top-{first_stage_k} vs reranked")
+    say(f"\n[3/4] Evaluating on {len(test.queries)} test claims: first stage top-{first_stage_k} vs reranked (fused, a = {weight})")
     index = corpus_index(test, get_bi_encoder(bi_encoder))
-    report = evaluate_two_stage(test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k)
+    report = evaluate_two_stage(test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k, fusion_weight=weight)
     report["training"] = {"cross_encoder_steps": log.steps, "cross_encoder_seconds": log.seconds}
     written = write_report(report, output / "report.json")
     say(markdown_table(report))
@@ -99,10 +102,13 @@ def _langchain_demo(bi_encoder: str, cross_encoder: str, index, query: str, say)
     except ImportError:
         say("  (LangChain not installed: pip install 'rerank-plugins[langchain]')")
         return
-    retriever = TwoStageRetriever(index=index, reranker=CrossEncoderReranker(model=cross_encoder, top_n=3), top_k=20)
+    reranker = CrossEncoderReranker(model=cross_encoder, top_n=3, fusion_weight="auto")
+    retriever = TwoStageRetriever(index=index, reranker=reranker, top_k=20)
     say(f"  LangChain TwoStageRetriever.invoke({query!r}):")
     for doc in retriever.invoke(query):
-        say(f"    rerank {doc.metadata['rerank_score']:+.3f}  cosine {doc.metadata['retrieval_score']:.3f}  {doc.page_content[:70]}...")
+        meta = doc.metadata
+        say(f"    fused {meta.get('fused_score', float('nan')):+.2f}  rerank {meta['rerank_score']:+.3f}  "
+            f"cosine {meta['retrieval_score']:.3f}  {doc.page_content[:60]}...")
 
 
 def _llamaindex_demo(bi_encoder: str, cross_encoder: str, index, query: str, say) -> None:
@@ -111,7 +117,9 @@ def _llamaindex_demo(bi_encoder: str, cross_encoder: str, index, query: str, say
     except ImportError:
         say("  (LlamaIndex not installed: pip install 'rerank-plugins[llamaindex]')")
         return
-    retriever = TwoStageRetriever(index, CrossEncoderRerank(model=cross_encoder, top_n=3), top_k=20)
+    retriever = TwoStageRetriever(index, CrossEncoderRerank(model=cross_encoder, top_n=3, fusion_weight="auto"), top_k=20)
     say(f"  LlamaIndex TwoStageRetriever.retrieve({query!r}):")
     for hit in retriever.retrieve(query):
-        say(f"    rerank {hit.score:+.3f}  cosine {hit.node.metadata['retrieval_score']:.3f}  {hit.node.get_content()[:70]}...")
+        meta = hit.node.metadata
+        say(f"    score {hit.score:+.2f}  rerank {meta['rerank_score']:+.3f}  cosine {meta['retrieval_score']:.3f}  "
+            f"{hit.node.get_content()[:60]}...")

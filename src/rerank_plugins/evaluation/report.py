@@ -14,13 +14,19 @@ logger = logging.getLogger(__name__)
 def markdown_table(report: dict[str, Any]) -> str:
     stages = report["metrics"]
     names = list(stages["first_stage"])
-    header = "| metric | first stage | reranked | change |\n|---|---|---|---|"
+    fused = "reranker_only" in stages
+    header = (
+        f"| metric | first stage | reranker alone | fused (a={report.get('fusion_weight')}) | change |\n|---|---|---|---|---|"
+        if fused
+        else "| metric | first stage | reranked | change |\n|---|---|---|---|"
+    )
     rows = []
     for name in names:
         before = stages["first_stage"][name]
         after = stages.get("reranked", {}).get(name)
+        alone = f"{stages['reranker_only'][name]:.4f} | " if fused else ""
         rows.append(
-            f"| {name} | {before:.4f} | "
+            f"| {name} | {before:.4f} | {alone}"
             + ("— | — |" if after is None else f"{after:.4f} | {after - before:+.4f} |")
         )
     latency = report.get("latency", {})
