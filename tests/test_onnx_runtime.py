@@ -65,7 +65,13 @@ def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(tiny_cross_p
     else:
         assert BiEncoderBackend(tiny_bi_path, runtime="onnx-int8").encode_documents(DOCS).shape[0] == len(DOCS)
     assert measured == [16], "the guard compared int8 with fp32 on the whole check set"
-    assert list(tmp_path.glob("onnx/*/model-int8.onnx")) and list(tmp_path.glob("onnx/*/int8-quality.json"))
+    assert list(tmp_path.glob("onnx/*/int8-quality.json"))
+    import onnx as onnx_lib
+
+    nodes = onnx_lib.load(str(next(tmp_path.glob("onnx/*/model-int8.onnx")))).graph.node
+    assert any(n.op_type == "MatMulInteger" for n in nodes), "MatMul weights are int8"
+    kept = [n.name for n in nodes if n.op_type == "MatMul" and onnx.FFN_OUTPUT.search(n.name)]
+    assert len(kept) == 2, "each layer's FFN output projection stays fp32"
 
 
 def test_ranking_agreement_and_spearman():

@@ -2,8 +2,11 @@
 
 The Hugging Face model is exported once (TorchScript exporter) and cached on disk under a key made from
 the model's own files (config and weights), so a changed model is exported again and an unchanged one
-never is. int8 weights come from ONNX Runtime's dynamic quantization; a quality guard compares int8
-rankings with fp32 on a check set and refuses the export when they disagree.
+never is. int8 weights come from ONNX Runtime's dynamic quantization of the MatMul weights with one scale
+per output channel; each layer's FFN output projection, whose inputs carry large outliers, stays fp32
+(measured on MiniLM-L6: plain per-tensor int8 gave top-10 overlap 0.88-0.91 with fp32, this recipe
+0.97-0.98). A quality guard compares int8 rankings with fp32 on a check set and refuses the export when
+they disagree.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -138,6 +142,16 @@ def _export(hf_model: Any, tokenizer: Any, target: Path) -> None:
             hf_model.set_attn_implementation(previous)
 
 
+FFN_OUTPUT = re.compile(r"layers?\.\d+/(output/dense|ffn/lin2|mlp/fc2|mlp/down_proj)/MatMul$")
+
+
+def _outlier_matmuls(path: Path) -> list[str]:
+    """Names of the FFN output projections, kept in fp32 by the int8 recipe."""
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "MatMul" and FFN_OUTPUT.search(node.name)]
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
@@ -185,7 +199,14 @@ def load_onnx(
         logger.warning("Quantizing %s to int8 (once; cached in %s)", model_path, directory)
         staging = directory / f".int8-{uuid.uuid4().hex}.onnx"
         try:
-            quantize_dynamic(str(fp32), str(staging), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(fp32),
+                str(staging),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=_outlier_matmuls(fp32),
+            )
             candidate = OnnxModel(staging, threads)
             report = check(candidate) if check is not None else {"top10_overlap": 1.0, "spearman": 1.0, "queries": 0}
             if report["top10_overlap"] < MIN_TOP10_OVERLAP or report["spearman"] < MIN_SPEARMAN:
