@@ -72,3 +72,33 @@ def test_bad_input_types_name_the_argument(tiny_bi_path, bad):
 def test_lone_surrogates_are_encoded_not_crashing(tiny_bi_path):
     vectors = get_bi_encoder(tiny_bi_path).encode_documents(["bad \ud800 text", "ctrl \x00\x07 chars"])
     assert np.isfinite(vectors).all()
+
+
+def test_disk_cache_survives_a_new_backend_and_is_bounded(tiny_bi_path, tmp_path):
+    db = tmp_path / "embeddings.sqlite"
+    first = BiEncoderBackend(tiny_bi_path, cache_size=0, disk_cache=db)
+    vectors = first.encode_documents(["a", "b", "c"])
+    second = BiEncoderBackend(tiny_bi_path, cache_size=0, disk_cache=db)
+    np.testing.assert_array_equal(second.encode_documents(["c", "a"]), vectors[[2, 0]])
+    assert second.cache_hits == 2 and second.cache_misses == 0
+    small = BiEncoderBackend(tiny_bi_path, cache_size=0, disk_cache=tmp_path / "small.sqlite", disk_cache_max_entries=2)
+    small.encode_documents(["a", "b", "c", "d"])
+    assert len(small._disk_cache()) == 2
+
+
+def test_disk_cache_is_keyed_by_model_content(tiny_bi_path, tmp_path):
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    db = tmp_path / "embeddings.sqlite"
+    BiEncoderBackend(tiny_bi_path, cache_size=0, disk_cache=db).encode_documents(["cancer risk"])
+    changed = SentenceTransformer(str(tiny_bi_path))
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    changed.save(str(tmp_path / "changed"))
+    other = BiEncoderBackend(tmp_path / "changed", cache_size=0, disk_cache=db)
+    other.encode_documents(["cancer risk"])
+    assert other.cache_hits == 0, "a changed model must not read another model's vectors"
+    shutil.rmtree(tmp_path / "changed")

@@ -172,3 +172,11 @@ def test_loading_never_unpickles(index, tmp_path, tiny_bi_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     assert len(FaissIndex.load(path, get_bi_encoder(tiny_bi_path))) == len(TEXTS)
+
+
+def test_metadata_paths_are_never_used_to_write(index, tmp_path, tiny_bi_path):
+    index.add_texts(["evil"], metadatas=[{"source": "../../escape.txt", "path": str(tmp_path / "outside.txt")}], ids=["../x"])
+    path = index.save(tmp_path / "target" / "idx")
+    assert sorted(p.name for p in path.iterdir()) == ["documents.jsonl", "index.faiss", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+    assert FaissIndex.load(path, get_bi_encoder(tiny_bi_path)).documents[-1].metadata["source"] == "../../escape.txt"

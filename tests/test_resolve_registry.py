@@ -113,3 +113,31 @@ def test_thread_setting_applies_to_torch_and_onnx(monkeypatch):
     finally:
         monkeypatch.delenv("RERANK_PLUGINS_THREADS", raising=False)
         torch.set_num_threads(before)
+
+
+def test_remote_code_in_a_model_is_not_run_unless_asked(tmp_path, tiny_bi_path, tiny_cross_path):
+    import json
+    import shutil
+
+    from rerank_plugins import BiEncoderBackend, CrossEncoderBackend
+
+    marker = tmp_path / "code-ran"
+    for name, source in (("bi", tiny_bi_path), ("cross", tiny_cross_path)):
+        model = tmp_path / name
+        shutil.copytree(source, model)
+        (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+        config = json.loads((model / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "evil.Evil", "AutoModelForSequenceClassification": "evil.Evil"}
+        (model / "config.json").write_text(json.dumps(config))
+    for backend in (BiEncoderBackend(tmp_path / "bi"), CrossEncoderBackend(tmp_path / "cross")):
+        assert backend.trust_remote_code is False
+        try:
+            backend.model
+        except Exception:  # noqa: BLE001 - refusing to load is fine; running the code is not
+            pass
+    assert not marker.exists()
+    try:  # control: when asked, the same directory's code does run, so the check above can fail
+        CrossEncoderBackend(tmp_path / "cross", trust_remote_code=True).model
+    except Exception:  # noqa: BLE001 - the stub module has no model class
+        pass
+    assert marker.exists()

@@ -14,6 +14,7 @@ import numpy as np
 from rerank_plugins._validation import check_positive_int, check_texts
 from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
+from rerank_plugins.models.disk_cache import DiskEmbeddingCache
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,20 @@ class BiEncoderBackend(LazyModelBackend):
     specific to this model, revision and prompt set.
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, cache_size: int = DEFAULT_CACHE_SIZE, **options: Any) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        disk_cache: str | os.PathLike[str] | None = None,
+        disk_cache_max_entries: int = 1_000_000,
+        **options: Any,
+    ) -> None:
+        """``disk_cache``: an SQLite file that also keeps embeddings across processes (keyed by the model's content)."""
         super().__init__(model, **options)
+        self.disk_cache_path = disk_cache
+        self.disk_cache_max_entries = disk_cache_max_entries
+        self._disk: DiskEmbeddingCache | None = None
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
         self.cache_size = cache_size
@@ -185,6 +198,14 @@ class BiEncoderBackend(LazyModelBackend):
                 else:
                     self._cache.move_to_end(key)
                     out[i] = cached
+            if missing and self.disk_cache_path is not None:
+                by_disk_key = {_disk_key(key): key for key in missing}
+                for disk_key, vector in self._disk_cache().get_many(list(by_disk_key)).items():
+                    key = by_disk_key[disk_key]
+                    for i in missing.pop(key):
+                        out[i] = vector
+                    if self.cache_size:
+                        self._cache[key] = vector
             self.cache_hits += len(texts) - sum(len(v) for v in missing.values())
             self.cache_misses += len(missing)
             if missing:
@@ -207,13 +228,24 @@ class BiEncoderBackend(LazyModelBackend):
                     out[positions] = vector
                     if self.cache_size:
                         self._cache[key] = vector.copy()
+                if self.disk_cache_path is not None:
+                    self._disk_cache().put_many([(_disk_key(key), vector) for key, vector in zip(missing, vectors)])
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return out
 
     def clear_cache(self) -> None:
+        """Empty the in-memory cache (the disk cache, if any, is a file you can delete)."""
         with self.lock:
             self._cache.clear()
+
+    def _disk_cache(self) -> DiskEmbeddingCache:
+        if self._disk is None:
+            from rerank_plugins.models.onnx import model_fingerprint
+
+            namespace = f"{model_fingerprint(self.path)}:{self.runtime}:{self.model.max_seq_length}"
+            self._disk = DiskEmbeddingCache(self.disk_cache_path, namespace, self.dimension, self.disk_cache_max_entries)
+        return self._disk
 
 
 def _onnx_compatible_stack(model: Any, name: str) -> tuple[str, bool]:
@@ -232,6 +264,11 @@ def _onnx_compatible_stack(model: Any, name: str) -> tuple[str, bool]:
             f"({pooling}). Use runtime='torch'."
         )
     return pooling["pooling_mode"], "Normalize" in modules[2:]
+
+
+def _disk_key(key: tuple[str, bool, bytes]) -> bytes:
+    kind, normalize, digest = key
+    return f"{kind}:{int(normalize)}:".encode() + digest
 
 
 def _dimension(model: Any) -> int:
