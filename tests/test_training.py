@@ -135,3 +135,26 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert (tmp_path / "qs" / "report.png").exists() and (tmp_path / "qs" / "index" / "manifest.json").exists()
     out = capsys.readouterr().out
     assert "LangChain TwoStageRetriever" in out and "LlamaIndex TwoStageRetriever" in out
+
+
+def test_schedule_is_replanned_to_fit_the_time_budget():
+    import torch
+
+    from rerank_plugins.training._loop import optimise
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.Linear(1, 1)
+    lrs = []
+
+    def step(_):
+        import time as _time
+
+        _time.sleep(0.01)
+        lrs.append(optimizer_lr[0]())
+        return (weight - 1).pow(2).sum()
+
+    groups = [{"params": [weight], "lr": 0.1}]
+    optimizer_lr = [lambda: groups[0].get("lr")]
+    log = optimise(model, groups, lambda epoch: list(range(1000)), step, epochs=1, time_budget_s=0.3, show_progress=False)
+    assert log.stopped_by_time_budget and log.budgeted_steps is not None and log.budgeted_steps < 1000
+    assert lrs[-1] < 0.5 * max(lrs), "the learning rate decays within the budget"

@@ -22,6 +22,11 @@ class TrainingLog:
     final_loss: float | None = None
     evaluations: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
+    budgeted_steps: int | None = None
+    """Steps the learning-rate schedule was re-planned for when the time budget could not cover ``planned_steps``."""
+
+
+BUDGET_PROBE_STEPS = 5
 
 
 def optimise(
@@ -50,10 +55,11 @@ def optimise(
     if total == 0:
         raise ValueError("no training batches: the training data is empty")
     optimizer = torch.optim.AdamW(param_groups, weight_decay=0.01)
-    warmup = max(1, int(total * warmup_ratio))
+    plan = {"total": total, "warmup": max(1, int(total * warmup_ratio))}
 
     def schedule(step: int) -> float:
-        return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+        end, warmup = plan["total"], plan["warmup"]
+        return (step + 1) / warmup if step < warmup else max(0.0, (end - step) / max(1, end - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start = time.perf_counter()
@@ -72,6 +78,13 @@ def optimise(
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
             log.steps += 1
+            if time_budget_s is not None and log.steps == BUDGET_PROBE_STEPS:
+                # Re-plan the learning-rate schedule so it decays to zero when the budget runs out.
+                reachable = int(time_budget_s / ((time.perf_counter() - start) / log.steps))
+                if reachable < plan["total"]:
+                    plan["total"] = max(reachable, log.steps + 1)
+                    plan["warmup"] = max(1, min(plan["warmup"], int(plan["total"] * warmup_ratio)))
+                    log.budgeted_steps = plan["total"]
             progress.update(1)
             progress.set_postfix(loss=f"{running:.4f}")
             if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
