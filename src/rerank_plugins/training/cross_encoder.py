@@ -7,6 +7,7 @@ The classification head is new, so it learns at ``head_lr_multiplier`` times the
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -19,6 +20,8 @@ from rerank_plugins.training._loop import TrainingLog, optimise
 from rerank_plugins.training.data import RetrievalDataset
 from rerank_plugins.training.heldout import pool_mrr
 from rerank_plugins.training.model_card import write_model_card
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -77,6 +80,7 @@ def train_cross_encoder(
     base_path = resolve_model_path(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+    logger.info("cross-encoder initialised from %s with a new scoring head", base_model)
     groups = _groups(train, negatives, config.num_negatives, config.seed)
     if not groups:
         raise ValueError(f"no query in {train.name} has {config.num_negatives} negatives; mine more or lower num_negatives")
