@@ -117,11 +117,7 @@ class TwoStagePipeline:
         """Both stages for many queries: one encoding pass, one search, one rerank pass."""
         candidates = self.index.search_batch(queries, self.top_k)
         if self.reranker is None:
-            top_n = self.options.top_n
-            return [
-                [RetrievedDocument(hit.document, hit.score) for hit in hits[:top_n]]
-                for hits in candidates
-            ]
+            return [self._first_stage_only(hits) for hits in candidates]
         return self.options.rerank(self.reranker, list(zip(queries, candidates)))
 
     async def aretrieve(self, query: str) -> list[RetrievedDocument]:
@@ -131,5 +127,9 @@ class TwoStagePipeline:
         vectors = await self.index.embedder.aencode_queries([query], batch_size=self.index.batch_size)
         hits = (await asyncio.to_thread(self.index.search_vectors, vectors, self.top_k))[0]
         if self.reranker is None:
-            return [RetrievedDocument(hit.document, hit.score) for hit in hits[: self.options.top_n]]
+            return self._first_stage_only(hits)
         return await self.options.arerank(self.reranker, query, hits)
+
+    def _first_stage_only(self, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
+        """The first stage's own top-n (rerank options such as ``score_threshold`` need a reranker)."""
+        return [RetrievedDocument(hit.document, hit.score) for hit in hits[: self.options.top_n]]
