@@ -32,7 +32,7 @@ documents = [Document(page_content=text, metadata={"source": f"scifact:{doc_id}"
 retriever = TwoStageRetriever.from_documents(
     documents,
     BiEncoderEmbeddings(),  # sentence-transformers/all-MiniLM-L6-v2, packaged for offline use
-    CrossEncoderReranker(model=str(demo_reranker()), top_n=3),
+    CrossEncoderReranker(model=str(demo_reranker()), top_n=3, fusion_weight="auto"),  # weight tuned at training
     top_k=30,
 )
 
@@ -54,5 +54,6 @@ result = chain.invoke(question)
 print(f"Question: {question}\nAnswer: {result['answer']}\nSources (reranked top-3 of the bi-encoder's top-30):")
 for rank, doc in enumerate(result["docs"], 1):
     meta = doc.metadata
-    print(f"  {rank}. {meta['source']}  rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
+    fused = f"fused_score={meta['fused_score']:+.2f}  " if "fused_score" in meta else ""
+    print(f"  {rank}. {meta['source']}  {fused}rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
           f"retrieval_score={meta['retrieval_score']:.3f}  {doc.page_content[:80]}...")

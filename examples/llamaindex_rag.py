@@ -30,7 +30,7 @@ nodes = [TextNode(id_=doc_id, text=text, metadata={"source": f"scifact:{doc_id}"
 retriever = TwoStageRetriever.from_nodes(
     nodes,
     BiEncoderEmbedding(),  # sentence-transformers/all-MiniLM-L6-v2, packaged for offline use
-    CrossEncoderRerank(model=str(demo_reranker()), top_n=3),
+    CrossEncoderRerank(model=str(demo_reranker()), top_n=3, fusion_weight="auto"),  # weight tuned at training
     top_k=30,
 )
 
@@ -40,9 +40,9 @@ llm = MockLLM(max_tokens=24)
 engine = RetrieverQueryEngine.from_args(retriever, llm=llm)
 response = engine.query(question)
 
-print(f"Question: {question}\nAnswer (MockLLM echoes part of its prompt): {str(response).strip()[:160]}...")
+print(f"Question: {question}\nAnswer (MockLLM, a stand-in that emits filler text): {str(response).strip()[:60]}...")
 print("Sources (reranked top-3 of the bi-encoder's top-30):")
 for rank, hit in enumerate(response.source_nodes, 1):
     meta = hit.node.metadata
-    print(f"  {rank}. {meta['source']}  score={hit.score:+.3f} ({meta['rerank_scale']})  "
+    print(f"  {rank}. {meta['source']}  score={hit.score:+.3f}  rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
           f"retrieval_score={meta['retrieval_score']:.3f}  {hit.node.get_content()[:80]}...")
