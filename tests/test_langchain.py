@@ -16,12 +16,9 @@ from rerank_plugins.langchain import BiEncoderEmbeddings, CrossEncoderReranker, 
 TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
 
 
-@pytest.fixture(scope="module")
-def _tiny_path_for_standard_tests(tiny_bi_path):
-    return tiny_bi_path
+class _TinyBiEncoderParams:
+    """What LangChain's standard embedding tests need: the class and how to build it (a tiny model)."""
 
-
-class TestBiEncoderEmbeddingsUnit(EmbeddingsUnitTests):
     @pytest.fixture(autouse=True)
     def _model_path(self, tiny_bi_path):
         type(self)._path = str(tiny_bi_path)
@@ -35,18 +32,12 @@ class TestBiEncoderEmbeddingsUnit(EmbeddingsUnitTests):
         return {"model": self._path}
 
 
-class TestBiEncoderEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @pytest.fixture(autouse=True)
-    def _model_path(self, tiny_bi_path):
-        type(self)._path = str(tiny_bi_path)
+class TestBiEncoderEmbeddingsUnit(_TinyBiEncoderParams, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embeddings_class(self):
-        return BiEncoderEmbeddings
 
-    @property
-    def embedding_model_params(self):
-        return {"model": self._path}
+class TestBiEncoderEmbeddingsIntegration(_TinyBiEncoderParams, EmbeddingsIntegrationTests):
+    pass
 
 
 @pytest.fixture()
