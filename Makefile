@@ -34,4 +34,5 @@ bench-quality: $(VENV)/.installed
 	$(VENV)/bin/python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
 
 bench-speed: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install --quiet -e ".[bench]"   # the peers compared, benchmark-only
 	$(VENV)/bin/python bench/speed.py
