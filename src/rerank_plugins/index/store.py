@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ class FaissIndex:
         with self._lock:
             start = len(self.documents)
             new_ids = [str(start + i) for i in range(n)] if ids is None else [self._check_id(x, i) for i, x in enumerate(ids)]
-            duplicates = sorted({x for x in new_ids if x in self._ids} | {x for x in new_ids if new_ids.count(x) > 1})
+            repeated = {x for x, n in Counter(new_ids).items() if n > 1}
+            duplicates = sorted({x for x in new_ids if x in self._ids} | repeated)
             if duplicates:
                 raise ValueError(f"{len(duplicates)} duplicate document ids, e.g. {duplicates[:5]}")
             documents = [
