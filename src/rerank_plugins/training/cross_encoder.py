@@ -3,6 +3,8 @@
 ``loss="listwise"`` (default): softmax cross-entropy over each query's group (1 positive + n negatives),
 which teaches relative order directly. ``loss="binary"``: per-pair BCE, positives up-weighted by n.
 The classification head is new, so it learns at ``head_lr_multiplier`` times the backbone's rate.
+Mined pools may hold more negatives than a group uses: each epoch draws ``num_negatives`` of them afresh,
+so a second epoch sees new negatives instead of repeating the first.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ class CrossEncoderTrainingConfig:
 
 
 def _groups(dataset: RetrievalDataset, negatives: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str, list[str]]]:
-    """(query, positive, negatives) per (query, positive) pair; queries short of negatives are skipped."""
+    """(query, positive, ``n`` negatives drawn from its pool) per (query, positive) pair.
+
+    Queries whose pool holds fewer than ``n`` negatives are skipped; the set of groups is the same for every
+    ``seed``, only the negatives drawn differ.
+    """
     rng = random.Random(seed)
     groups = []
     for query_id in dataset.labelled_queries:
@@ -84,9 +90,11 @@ def train_cross_encoder(
     groups = _groups(train, negatives, config.num_negatives, config.seed)
     if not groups:
         raise ValueError(f"no query in {train.name} has {config.num_negatives} negatives; mine more or lower num_negatives")
+    pool_sizes = [len(v) for q, v in negatives.items() if q in train.qrels]
+    average_pool = sum(pool_sizes) / max(1, len(pool_sizes))
 
     def batches(epoch: int) -> list[list[tuple[str, str, list[str]]]]:
-        order = groups[:]
+        order = _groups(train, negatives, config.num_negatives, config.seed + epoch)
         random.Random(config.seed + epoch).shuffle(order)
         size = config.queries_per_batch
         return [order[i : i + size] for i in range(0, len(order), size)]
@@ -142,6 +150,7 @@ def train_cross_encoder(
         scores["best_epoch"] = log.best_epoch
     write_model_card(
         output, kind="cross-encoder", base_model=base_model, data=f"{train.name}: {len(groups)} (query, positive, "
-        f"{config.num_negatives} negatives) groups", parameters=asdict(config), training=asdict(log), scores=scores,
+        f"{config.num_negatives} negatives) groups; negatives drawn each epoch from pools of "
+        f"{average_pool:.1f} mined per query on average", parameters=asdict(config), training=asdict(log), scores=scores,
     )
     return output, log

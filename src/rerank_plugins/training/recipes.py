@@ -37,10 +37,14 @@ def train_cross_encoder_on(
     train, check = dataset.split(held_out) if held_out else (dataset, None)
     miner = get_bi_encoder(bi_encoder)
     index = corpus_index(dataset, miner)
-    mined = mine_hard_negatives(dataset, index, num_negatives=config.num_negatives, depth=mining_depth, strategy=negatives)
+    # A pool as deep as the mining depth, so each epoch draws different negatives; the held-out check keeps
+    # num_negatives per query (its pools are fixed, so epochs compare like with like).
+    pool_size = max(mining_depth, config.num_negatives)
+    mined = mine_hard_negatives(dataset, index, num_negatives=pool_size, depth=mining_depth, strategy=negatives)
     path, log = train_cross_encoder(
         train, mined, output_dir, base_model=base_model, config=config,
-        eval_data=check, eval_negatives={q: mined[q] for q in check.queries} if check else None,
+        eval_data=check,
+        eval_negatives={q: mined[q][: config.num_negatives] for q in check.queries} if check else None,
     )
     if check is not None:
         record_fusion_weight(path, check, index, depth=mining_depth)
