@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
-from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.evaluation.report import markdown_table
+from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
@@ -60,6 +60,14 @@ def main() -> None:
                         help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM")
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
     parser.add_argument("--depths", default="30,100")
+    parser.add_argument("--pipelines", default="a,b", help="first stages to evaluate: a (packaged), b (fine-tuned)")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                        help="inference runtime for the reranker during evaluation (training is always torch)")
+    parser.add_argument("--long-documents", default="truncate", choices=["truncate", "window"],
+                        help="how the reranker reads documents longer than its max length")
+    parser.add_argument("--index-long-documents", default="truncate", choices=["truncate", "split"],
+                        help="how the first stage embeds documents longer than the bi-encoder's max length")
+    parser.add_argument("--cross-encoder", help="evaluate this trained reranker directory instead of training one")
     parser.add_argument("--reuse", action="store_true", help="reuse trained models and indexes already in --work")
     parser.add_argument("--max-train-queries", type=int, help="seeded sample of training queries (CPU budget)")
     parser.add_argument("--max-test-queries", type=int, help="seeded sample of test queries (CPU budget)")
@@ -80,18 +88,21 @@ def main() -> None:
           f"test queries {len(test.queries)}", flush=True)
 
     def cached_index(name: str, backend: BiEncoderBackend) -> FaissIndex:
-        path = work / f"index-{name}"
+        split = args.index_long_documents == "split"
+        path = work / f"index-{name}{'-split' if split else ''}"
         if args.reuse and (path / "manifest.json").exists():
             return FaissIndex.load(path, backend)
-        index = timed(f"encode corpus ({name})", timings, corpus_index, test, backend)
+        index = timed(f"encode corpus ({name})", timings, corpus_index, test, backend,
+                      long_documents=args.index_long_documents)
         index.save(path)
         return index
 
     base = BiEncoderBackend(BASE)
     base_index = cached_index("base", base)
-    negatives = mine_hard_negatives(train_all, base_index, num_negatives=args.cross_negatives, depth=30,
-                                    strategy=args.negatives)
-    held_negatives = {q: negatives[q] for q in held_out.queries}
+    # Pools of up to 30 per query: the reranker draws --cross-negatives of them afresh each epoch; the held-out
+    # checks use a fixed --cross-negatives per query so that epochs compare like with like.
+    negatives = mine_hard_negatives(train_all, base_index, num_negatives=30, depth=30, strategy=args.negatives)
+    held_negatives = {q: negatives[q][: args.cross_negatives] for q in held_out.queries}
 
     bi_dir = work / "bi-encoder"
     if not (args.reuse and (bi_dir / "modules.json").exists()):
@@ -101,28 +112,34 @@ def main() -> None:
     tuned = BiEncoderBackend(str(bi_dir))
     tuned_index = cached_index("fine-tuned", tuned)
 
-    cross_dir = work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
+    cross_dir = (work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
+                 f"-{args.cross_max_length}-resampled")
     backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
-    if not (args.reuse and (cross_dir / "config.json").exists()):
+    if args.cross_encoder:
+        cross_dir = Path(args.cross_encoder)
+    elif not (args.reuse and (cross_dir / "config.json").exists()):
         timed("train cross-encoder", timings, train_cross_encoder, train, negatives, cross_dir, base_model=backbone,
               config=CrossEncoderTrainingConfig(loss=args.cross_loss, epochs=args.cross_epochs,
                                                 num_negatives=args.cross_negatives, max_length=args.cross_max_length),
               eval_data=held_out, eval_negatives=held_negatives)
-    reranker = CrossEncoderBackend(str(cross_dir), cache_size=0)  # timings measure model work, not cache hits
+    # cache_size=0: timings measure model work, not cache hits
+    reranker = CrossEncoderBackend(str(cross_dir), cache_size=0, runtime=args.runtime)
 
     rows = []
     reports = {}
     fusion = {}
-    for label, index in (("a: packaged MiniLM", base_index), ("b: fine-tuned bi-encoder", tuned_index)):
+    first_stages = {"a": ("a: packaged MiniLM", base_index), "b": ("b: fine-tuned bi-encoder", tuned_index)}
+    for label, index in (first_stages[name] for name in args.pipelines.split(",")):
         query_ids, hits, _ = first_stage(held_out, index, 30)
-        scores, _ = rerank_scores(held_out, query_ids, hits, reranker, show_progress=False)
+        scores, _ = rerank_scores(held_out, query_ids, hits, reranker, long_documents=args.long_documents,
+                                  show_progress=False)
         fusion[label[0]] = tune_fusion_weight(held_out, query_ids, hits, scores)
         weight = fusion[label[0]]["weight"]
         print(f"fusion weight for {label[0]} (tuned on {len(query_ids)} held-out train queries): {weight} "
               f"{fusion[label[0]]['ndcg@10_by_weight']}", flush=True)
         for depth in depths:
             report = timed(f"evaluate {label[0]} top-{depth}", timings, evaluate_two_stage, test, index, reranker,
-                           first_stage_k=depth, fusion_weight=weight)
+                           first_stage_k=depth, fusion_weight=weight, long_documents=args.long_documents)
             reports[f"{label[0]}@{depth}"] = report
             metrics = report["metrics"]
             second = "c" if label[0] == "a" else "d"

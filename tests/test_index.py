@@ -180,3 +180,73 @@ def test_metadata_paths_are_never_used_to_write(index, tmp_path, tiny_bi_path):
     assert sorted(p.name for p in path.iterdir()) == ["documents.jsonl", "index.faiss", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
     assert FaissIndex.load(path, get_bi_encoder(tiny_bi_path)).documents[-1].metadata["source"] == "../../escape.txt"
+
+
+# -- long documents split into passages -------------------------------------------------------------------
+
+LONG = " ".join(f"gene{i}" for i in range(40)) + " seoul korea city"  # multi-token words; Seoul lies past 64 tokens
+
+
+def test_split_to_fit_covers_the_whole_text_in_passages_that_fit(tiny_bi_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    short, long = backend.split_to_fit(["cancer risk", LONG], overlap=8)
+    assert short == ["cancer risk"]
+    tokenizer = backend.model.tokenizer
+    assert len(tokenizer(LONG)["input_ids"]) > backend.max_length and len(long) > 1
+    assert all(len(tokenizer(p)["input_ids"]) <= backend.max_length for p in long)
+    covered = 0
+    for passage in long:
+        start = LONG.index(passage)  # every word is distinct, so this is the passage's place
+        assert start <= covered  # overlapping or touching: no gap
+        assert start == 0 or LONG[start - 1] == " "  # starts on a word
+        assert start + len(passage) == len(LONG) or LONG[start + len(passage)] == " "  # ends on a word
+        covered = start + len(passage)
+    assert covered == len(LONG)
+    with pytest.raises(ValueError, match="overlap"):
+        backend.split_to_fit([LONG], overlap=62)
+
+
+def test_split_index_scores_a_document_by_its_best_passage(tiny_bi_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    texts = [LONG, *TEXTS]
+    split = FaissIndex.from_texts(texts, backend, long_documents="split", passage_overlap=8)
+    assert split.last_add_truncated == 0 and split._faiss.ntotal > len(texts)
+    query = "seoul korea city"
+    passages = backend.split_to_fit(texts, overlap=8)
+    q = backend.encode_queries([query])[0]
+    expected = sorted(((max(backend.encode_documents(p) @ q), i) for i, p in enumerate(passages)), reverse=True)
+    hits = split.search(query, k=len(texts))
+    assert [h.position for h in hits] == [i for _, i in expected]  # each document once, by its best passage
+    assert [h.score for h in hits] == pytest.approx([s for s, _ in expected], abs=1e-5)
+    assert len(split.search(query, k=3)) == 3
+    truncated = FaissIndex.from_texts(texts, backend)
+    assert truncated.last_add_truncated == 1
+    long_score = next(h.score for h in truncated.search(query, k=len(texts)) if h.position == 0)
+    assert long_score < hits[[h.position for h in hits].index(0)].score  # the end of LONG now counts
+
+
+def test_split_index_round_trip_and_refusals(tiny_bi_path, tmp_path):
+    backend = get_bi_encoder(tiny_bi_path)
+    split = FaissIndex.from_texts([LONG, *TEXTS], backend, long_documents="split", passage_overlap=8)
+    split.add_texts([LONG + " brain"], ids=["later"])
+    path = split.save(tmp_path / "split")
+    loaded = FaissIndex.load(path, backend)
+    assert loaded.long_documents == "split" and loaded.passage_overlap == 8
+    for query in ("seoul korea city", "cancer", "brain"):
+        assert [(h.document.id, round(h.score, 5)) for h in loaded.search(query, k=5)] == \
+               [(h.document.id, round(h.score, 5)) for h in split.search(query, k=5)]
+    with pytest.raises(IndexLoadError, match="long_documents"):
+        FaissIndex.load(path, backend, long_documents="truncate")
+    import numpy as np
+
+    owners = np.load(path / "passages.npy")
+    np.save(path / "passages.npy", owners[::-1].copy())  # same size, wrong order: caught by the checksum
+    with pytest.raises(IndexLoadError, match="checksum"):
+        FaissIndex.load(path, backend)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"].pop("passages.npy")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="expected"):
+        FaissIndex.load(path, backend)
+    with pytest.raises(ValueError, match="long_documents"):
+        FaissIndex(backend, long_documents="chunk")

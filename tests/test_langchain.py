@@ -114,6 +114,15 @@ def test_retriever_without_reranker_returns_first_stage_top_n(tiny_bi_path, docu
     assert len(out) == 3 and out[0].page_content == "cancer gene risk" and "rerank_score" not in out[0].metadata
 
 
+def test_retriever_can_split_long_documents(tiny_bi_path, documents):
+    long = Document(page_content=" ".join(f"gene{i}" for i in range(40)) + " seoul korea city", id="long")
+    split = TwoStageRetriever.from_documents([*documents, long], BiEncoderEmbeddings(model=str(tiny_bi_path)),
+                                             top_k=10, top_n=10, long_documents="split")
+    assert split.index.long_documents == "split" and split.index._faiss.ntotal > len(documents) + 1
+    out = split.invoke("seoul korea city")
+    assert len(out) == len(documents) + 1 and len({d.id for d in out}) == len(out)  # the long one appears once
+
+
 def test_retriever_in_an_lcel_chain(retriever):
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langchain_core.output_parsers import StrOutputParser

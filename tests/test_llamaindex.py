@@ -72,6 +72,15 @@ def test_retriever_returns_reranked_nodes(retriever):
     assert retriever.retrieve_batch(["cancer risk"])[0][0].node.node_id == out[0].node.node_id
 
 
+def test_retriever_can_split_long_nodes(tiny_bi_path, nodes):
+    long = TextNode(text=" ".join(f"gene{i}" for i in range(40)) + " seoul korea city", id_="long")
+    split = TwoStageRetriever.from_nodes([*[n.node for n in nodes], long], BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+                                         top_k=10, top_n=10, long_documents="split")
+    out = split.retrieve("seoul korea city")
+    assert split.pipeline.index.long_documents == "split"
+    assert len(out) == len(nodes) + 1 and len({n.node.node_id for n in out}) == len(out)
+
+
 async def test_retriever_async(retriever):
     out = await retriever.aretrieve("cancer risk")
     assert [n.node.node_id for n in out] == [n.node.node_id for n in retriever.retrieve("cancer risk")]

@@ -12,7 +12,7 @@ from rerank_plugins import CrossEncoderBackend, get_bi_encoder
 from rerank_plugins.cli import main
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, distinct_passage_batches
-from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
+from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, _groups
 from rerank_plugins.training.data import from_pairs, load_beir
 from rerank_plugins.training.mining import corpus_index, mine_hard_negatives
 from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
@@ -49,6 +49,19 @@ def test_hard_negatives_exclude_every_known_positive(tiny_bi_path):
         negatives = mine_hard_negatives(data, index, num_negatives=4, depth=10, strategy=strategy)
         for query_id, docs in negatives.items():
             assert len(docs) == 4 and not set(docs) & set(data.positives(query_id))
+
+
+def test_each_epoch_draws_fresh_negatives_from_the_pool():
+    data = from_pairs(_pairs(12))
+    pools = {q: [d for d in data.corpus if d not in data.qrels[q]] for q in data.queries}  # 11 negatives each
+    pools[data.labelled_queries[0]] = pools[data.labelled_queries[0]][:2]  # too few for 3: skipped in every epoch
+    epochs = [_groups(data, pools, 3, seed) for seed in (0, 1)]
+    assert len(epochs[0]) == len(epochs[1]) == 11
+    assert [(q, p) for q, p, _ in epochs[0]] == [(q, p) for q, p, _ in epochs[1]]
+    for groups in epochs:
+        for _, positive, negatives in groups:
+            assert len(negatives) == 3 == len(set(negatives)) and positive not in negatives
+    assert [n for _, _, n in epochs[0]] != [n for _, _, n in epochs[1]]
 
 
 def test_batches_never_repeat_a_passage():
@@ -111,6 +124,11 @@ def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
                  "--cross-encoder", str(tmp_path / "ce"), "--fusion-weight", "auto", "--output", str(out)]) == 0
     fused = json.loads(out.read_text())
     assert fused["fusion_weight"] == stored["weight"] and "reranker_only" in fused["metrics"]
+    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
+                 "--cross-encoder", str(tmp_path / "ce"), "--split-long-documents", "--rerank-long-documents", "window",
+                 "--output", str(out)]) == 0
+    # no document here is longer than the tiny model's limit, so splitting changes nothing in the first stage
+    assert json.loads(out.read_text())["metrics"]["first_stage"] == fused["metrics"]["first_stage"]
 
 
 def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
@@ -118,6 +136,9 @@ def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
     assert main(["search", "--index", str(tmp_path / "idx"), "--bi-encoder", str(tiny_bi_path), "--query", "cancer risk",
                  "--top-n", "2"]) == 0
     assert "cosine" in capsys.readouterr().out
+    assert main(["index", "--data", str(beir_dir), "--bi-encoder", str(tiny_bi_path), "--split-long-documents",
+                 "--output", str(tmp_path / "split")]) == 0
+    assert json.loads((tmp_path / "split" / "manifest.json").read_text())["long_documents"] == "split"
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):

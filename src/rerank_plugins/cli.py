@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
 
 BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
+SPLIT_HELP = "embed every passage of documents longer than the bi-encoder's max length (default: only their beginning)"
 
 
 def _add_data(parser: argparse.ArgumentParser, split_default: str) -> None:
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data(index, "test")
     index.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     index.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate")
+    index.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
     index.add_argument("--output", required=True, help="index directory to write")
 
     search = commands.add_parser("search", help="query a saved index, optionally reranking")
@@ -61,8 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     train_cross.add_argument("--base-model", default=DEFAULT_BACKBONE, help="backbone (default: %(default)s)")
     train_cross.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help="model that mines hard negatives (default: %(default)s)")
     train_cross.add_argument("--negatives", default="hard", choices=["hard", "random"], help="hard (bi-encoder top-k) or random")
-    train_cross.add_argument("--num-negatives", type=int, default=7)
-    train_cross.add_argument("--mining-depth", type=int, default=30, help="hard negatives come from this top-k")
+    train_cross.add_argument("--num-negatives", type=int, default=7,
+                             help="negatives per (query, positive) group, drawn afresh each epoch (default: %(default)s)")
+    train_cross.add_argument("--mining-depth", type=int, default=30,
+                             help="negatives are drawn from the bi-encoder's top-k, or from k random documents (default: %(default)s)")
     train_cross.add_argument("--loss", default="listwise", choices=["listwise", "binary"])
     train_cross.add_argument("--epochs", type=int, default=1)
     train_cross.add_argument("--learning-rate", type=float, default=5e-5)
@@ -77,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)")
     evaluate.add_argument("--fusion-weight", help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1], "
                           "or 'auto' for the weight stored with a reranker trained by rerank-plugins")
+    evaluate.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
+    evaluate.add_argument("--rerank-long-documents", default="truncate", choices=["truncate", "window"],
+                          help="reranker reads the beginning of a long document, or scores overlapping windows and "
+                          "keeps the best (default: %(default)s)")
     evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
     return parser
 
@@ -109,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         from rerank_plugins.training.mining import corpus_index
 
         dataset = load_dataset(args.data, args.split)
-        path = corpus_index(dataset, get_bi_encoder(args.bi_encoder), index_type=args.index_type).save(args.output)
+        path = corpus_index(dataset, get_bi_encoder(args.bi_encoder), index_type=args.index_type,
+                            long_documents=_index_long_documents(args)).save(args.output)
         print(f"Indexed {len(dataset.corpus)} documents -> {path}")
     elif args.command == "search":
         from rerank_plugins.index.store import FaissIndex
@@ -148,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         from rerank_plugins.training.mining import corpus_index
 
         dataset = load_dataset(args.data, args.split)
-        index = corpus_index(dataset, get_bi_encoder(args.bi_encoder))
+        index = corpus_index(dataset, get_bi_encoder(args.bi_encoder), long_documents=_index_long_documents(args))
         from rerank_plugins.fusion import stored_fusion_weight
 
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
@@ -157,11 +166,16 @@ def _run(args: argparse.Namespace) -> int:
             weight = stored_fusion_weight(reranker.path) if reranker else None
         elif weight is not None:
             weight = float(weight)
-        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k, fusion_weight=weight)
+        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k, fusion_weight=weight,
+                                    long_documents=args.rerank_long_documents)
         written = write_report(report, args.output)
         print(markdown_table(report))
         print("Report: " + json.dumps({k: str(v) for k, v in written.items()}))
     return 0
+
+
+def _index_long_documents(args: argparse.Namespace) -> str:
+    return "split" if args.split_long_documents else "truncate"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A FAISS index over normalised bi-encoder embeddings, with its documents beside it.
 
-Saved as a directory: ``index.faiss`` (FAISS's own format), ``documents.jsonl`` (id, text, metadata)
-and ``manifest.json`` (format version, embedding model, dimension, count, checksums, and a probe
+Saved as a directory: ``index.faiss`` (FAISS's own format), ``documents.jsonl`` (id, text, metadata),
+``passages.npy`` (which document each vector belongs to; only with ``long_documents="split"``) and
+``manifest.json`` (format version, embedding model, dimension, count, checksums, and a probe
 embedding). Nothing is pickled. Saves are atomic; loads verify everything and refuse a corrupt,
 truncated or foreign index, or one built with another embedding model.
 """
@@ -30,9 +31,11 @@ from rerank_plugins.schema import Document, SearchHit
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf")
+LONG_DOCUMENTS: tuple[str, ...] = ("truncate", "split")
 FORMAT_NAME = "rerank-plugins-faiss"
 FORMAT_VERSION = 1
 INDEX_FILE, DOCUMENTS_FILE, MANIFEST_FILE = "index.faiss", "documents.jsonl", "manifest.json"
+PASSAGES_FILE = "passages.npy"
 PROBE_TEXT = "rerank-plugins probe: a fixed sentence whose embedding identifies the model."
 PROBE_MIN_COSINE = 0.99
 
@@ -54,6 +57,10 @@ class FaissIndex:
 
     ``index_type``: ``"flat"`` (exact, the default), ``"hnsw"`` (graph, approximate, no training) or
     ``"ivf"`` (inverted lists, approximate; trained on the first batch of documents added).
+
+    ``long_documents``: ``"truncate"`` (default) embeds the beginning of a document longer than the embedding
+    model's max length (counted and logged); ``"split"`` embeds every passage of it (``passage_overlap``
+    tokens of overlap) and scores the document by its best passage, so text past the limit is searchable.
     """
 
     def __init__(
@@ -66,9 +73,17 @@ class FaissIndex:
         ivf_nlist: int | None = None,
         nprobe: int = 16,
         batch_size: int = 32,
+        long_documents: str = "truncate",
+        passage_overlap: int = 32,
     ) -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        if long_documents not in LONG_DOCUMENTS:
+            raise ValueError(f"long_documents must be one of {LONG_DOCUMENTS}, got {long_documents!r}")
+        if isinstance(passage_overlap, bool) or not isinstance(passage_overlap, int) or passage_overlap < 0:
+            raise ValueError(f"passage_overlap must be an int >= 0, got {passage_overlap!r}")
+        self.long_documents = long_documents
+        self.passage_overlap = passage_overlap
         self.embedder = embedder
         self.index_type = index_type
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
@@ -79,8 +94,11 @@ class FaissIndex:
         self.documents: list[Document] = []
         self._ids: set[str] = set()
         self._faiss: Any = None
+        self._passage_owner = np.zeros(0, dtype=np.int64)
+        """Per vector, the position of its document (``long_documents="split"`` only)."""
         self.last_add_truncated = 0
-        """How many documents of the last :meth:`add_texts` were longer than the embedding model's max length."""
+        """How many documents of the last :meth:`add_texts` were longer than the embedding model's max length
+        (and so only partly embedded; 0 with ``long_documents="split"``, which embeds them whole)."""
         self._lock = threading.RLock()
 
     # -- building --------------------------------------------------------------------------------------
@@ -124,18 +142,32 @@ class FaissIndex:
             ]
             if not documents:
                 return []
-            truncated = self.embedder.count_truncated(texts)
-            if truncated:
-                logger.warning(
-                    "%d of %d documents are longer than the embedding model's %d tokens; only their beginning is embedded",
-                    truncated, n, self.embedder.max_length,
-                )
-            vectors = self.embedder.encode_documents(texts, batch_size=self.batch_size)
+            if self.long_documents == "split":
+                truncated, vectors = 0, self._embed_passages(texts, start)
+            else:
+                truncated = self.embedder.count_truncated(texts)
+                if truncated:
+                    logger.warning(
+                        "%d of %d documents are longer than the embedding model's %d tokens; only their beginning is "
+                        "embedded (long_documents='split' embeds them whole)", truncated, n, self.embedder.max_length,
+                    )
+                vectors = self.embedder.encode_documents(texts, batch_size=self.batch_size)
             self._add_vectors(vectors)
             self.documents.extend(documents)
             self._ids.update(new_ids)
             self.last_add_truncated = truncated
         return new_ids
+
+    def _embed_passages(self, texts: list[str], first_position: int) -> np.ndarray:
+        passages = self.embedder.split_to_fit(texts, overlap=self.passage_overlap)
+        split = sum(len(p) > 1 for p in passages)
+        if split:
+            logger.info("%d of %d documents are longer than the embedding model's %d tokens; split into passages",
+                        split, len(texts), self.embedder.max_length)
+        owners = np.repeat(np.arange(first_position, first_position + len(texts)), [len(p) for p in passages])
+        vectors = self.embedder.encode_documents([t for p in passages for t in p], batch_size=self.batch_size)
+        self._passage_owner = np.concatenate([self._passage_owner, owners])
+        return vectors
 
     def add_documents(self, documents: Sequence[Document]) -> list[str]:
         return self.add_texts([d.text for d in documents], [d.metadata for d in documents], [d.id for d in documents])
@@ -206,14 +238,42 @@ class FaissIndex:
         with self._lock:
             if self._faiss is None:
                 return [[] for _ in range(len(vectors))]
-            if self.index_type == "hnsw":
-                self._faiss.hnsw.efSearch = max(self.ef_search, k)
-            scores, positions = self._faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(self)))
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             documents = self.documents
-        return [
-            [SearchHit(documents[p], int(p), float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
-            for row_scores, row_positions in zip(scores, positions)
-        ]
+            if self.long_documents != "split":
+                scores, positions = self._search_rows(vectors, min(k, len(self)))
+                return [
+                    [SearchHit(documents[p], int(p), float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
+                    for row_scores, row_positions in zip(scores, positions)
+                ]
+            # A document is as good as its best passage: fetch passages until k distinct documents are found.
+            wanted, total = min(k, len(self)), self._faiss.ntotal
+            fetch = min(total, 2 * wanted)
+            while True:
+                scores, rows = self._search_rows(vectors, fetch)
+                results = [self._best_passage_per_document(s, r, wanted) for s, r in zip(scores, rows)]
+                if fetch == total or all(len(hits) == wanted for hits in results):
+                    return results
+                fetch = min(total, 4 * fetch)
+
+    def _search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index_type == "hnsw":
+            self._faiss.hnsw.efSearch = max(self.ef_search, k)
+        return self._faiss.search(vectors, k)
+
+    def _best_passage_per_document(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[SearchHit]:
+        hits: list[SearchHit] = []
+        seen: set[int] = set()
+        for score, row in zip(scores, rows):
+            if row < 0:
+                continue
+            position = int(self._passage_owner[row])
+            if position not in seen:
+                seen.add(position)
+                hits.append(SearchHit(self.documents[position], position, float(score)))
+                if len(hits) == k:
+                    break
+        return hits
 
     # -- persistence -----------------------------------------------------------------------------------
 
@@ -237,6 +297,10 @@ class FaissIndex:
                         handle.write(json.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}, ensure_ascii=False))
                         handle.write("\n")
                 count = len(self.documents)
+                names = [INDEX_FILE, DOCUMENTS_FILE]
+                if self.long_documents == "split":
+                    np.save(staging / PASSAGES_FILE, self._passage_owner, allow_pickle=False)
+                    names.append(PASSAGES_FILE)
             manifest = {
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
@@ -246,8 +310,10 @@ class FaissIndex:
                 "metric": "inner_product",
                 "index_type": self.index_type,
                 "count": count,
+                "long_documents": self.long_documents,
+                "passage_overlap": self.passage_overlap,
                 "probe": {"text": PROBE_TEXT, "vector": self._probe_vector().tolist()},
-                "files": {name: _sha256(staging / name) for name in (INDEX_FILE, DOCUMENTS_FILE)},
+                "files": {name: _sha256(staging / name) for name in names},
             }
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
             backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
@@ -269,9 +335,13 @@ class FaissIndex:
 
         directory = Path(path)
         manifest = cls._read_manifest(directory)
+        split = manifest.get("long_documents", "truncate") == "split"
+        expected_files = {INDEX_FILE, DOCUMENTS_FILE} | ({PASSAGES_FILE} if split else set())
+        if set(manifest["files"]) != expected_files:
+            raise IndexLoadError(f"{directory}/{MANIFEST_FILE} lists {sorted(manifest['files'])}, expected {sorted(expected_files)}")
         for name, expected in manifest["files"].items():
             file = directory / name
-            if name not in (INDEX_FILE, DOCUMENTS_FILE) or not file.is_file():
+            if not file.is_file():
                 raise IndexLoadError(f"{directory}: {name} is missing")
             if _sha256(file) != expected:
                 raise IndexLoadError(f"{directory}: {name} does not match its checksum (corrupt or modified)")
@@ -281,7 +351,12 @@ class FaissIndex:
                 f"{directory} was built with {manifest['embedding_model']!r} ({manifest['embedding_dimension']} dimensions); "
                 f"the embedding model given, {embedder.model_name!r}, has {dimension}"
             )
-        index = cls(embedder, index_type=manifest["index_type"], **options)
+        for key in ("long_documents", "passage_overlap"):
+            if key in options and options[key] != manifest.get(key):
+                raise IndexLoadError(f"{directory} was built with {key}={manifest.get(key)!r}, not {options[key]!r}")
+            options.pop(key, None)
+        index = cls(embedder, index_type=manifest["index_type"], long_documents=manifest.get("long_documents", "truncate"),
+                    passage_overlap=manifest.get("passage_overlap", 32), **options)
         probe = np.asarray(manifest["probe"]["vector"], dtype=np.float32)
         current = index._probe_vector()
         cosine = float(np.dot(probe, current) / (np.linalg.norm(probe) * np.linalg.norm(current) + 1e-12))
@@ -302,10 +377,23 @@ class FaissIndex:
                     documents.append(Document(text=row["text"], id=row["id"], metadata=row["metadata"]))
                 except (ValueError, KeyError, TypeError) as error:
                     raise IndexLoadError(f"{directory}: {DOCUMENTS_FILE} line {line_number} is malformed: {error}") from None
-        if not (len(documents) == index._faiss.ntotal == manifest["count"]) or index._faiss.d != dimension:
+        vectors = len(documents)
+        if split:
+            try:
+                owners = np.load(directory / PASSAGES_FILE, allow_pickle=False)
+            except ValueError as error:
+                raise IndexLoadError(f"{directory}: {PASSAGES_FILE} cannot be read: {error}") from None
+            vectors = len(owners)
+            # one or more consecutive passages per document, every document present, in order
+            steps = np.diff(owners, prepend=-1)
+            if owners.ndim != 1 or not np.issubdtype(owners.dtype, np.integer) or vectors == 0 \
+                    or not np.isin(steps, (0, 1)).all() or owners[-1] != len(documents) - 1:
+                raise IndexLoadError(f"{directory}: {PASSAGES_FILE} does not map vectors onto the documents")
+            index._passage_owner = owners.astype(np.int64)
+        if not (len(documents) == manifest["count"] and vectors == index._faiss.ntotal) or index._faiss.d != dimension:
             raise IndexLoadError(
                 f"{directory}: counts disagree (manifest {manifest['count']}, documents {len(documents)}, "
-                f"vectors {index._faiss.ntotal})"
+                f"vectors {index._faiss.ntotal}, expected {vectors})"
             )
         if isinstance(index._faiss, faiss.IndexHNSWFlat):
             index._faiss.hnsw.efSearch = index.ef_search

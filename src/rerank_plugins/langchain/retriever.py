@@ -48,11 +48,17 @@ class TwoStageRetriever(BaseRetriever):
         reranker: CrossEncoderReranker | None = None,
         *,
         index_type: str = "flat",
+        long_documents: str = "truncate",
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Embed ``documents`` into a new FAISS index (``index_type``: flat, hnsw or ivf) and wrap it."""
+        """Embed ``documents`` into a new FAISS index (``index_type``: flat, hnsw or ivf) and wrap it.
+
+        ``long_documents="split"`` embeds every passage of documents longer than the embedding model's limit
+        (a document scores as its best passage); the default embeds their beginning and logs how many.
+        """
         embeddings = embeddings or BiEncoderEmbeddings()
-        index = FaissIndex(embeddings.backend, index_type=index_type, batch_size=embeddings.batch_size)
+        index = FaissIndex(embeddings.backend, index_type=index_type, batch_size=embeddings.batch_size,
+                           long_documents=long_documents)
         index.add_documents([to_document(d) for d in documents])
         return cls(index=index, reranker=reranker, **kwargs)
 

@@ -47,11 +47,17 @@ class TwoStageRetriever(BaseRetriever):
         reranker: CrossEncoderRerank | None = None,
         *,
         index_type: str = "flat",
+        long_documents: str = "truncate",
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Embed ``nodes`` (documents are nodes too) into a new FAISS index and wrap it."""
+        """Embed ``nodes`` (documents are nodes too) into a new FAISS index and wrap it.
+
+        ``long_documents="split"`` embeds every passage of nodes longer than the embedding model's limit
+        (a node scores as its best passage); the default embeds their beginning and logs how many.
+        """
         embed_model = embed_model or BiEncoderEmbedding()
-        index = FaissIndex(embed_model.backend, index_type=index_type, batch_size=embed_model.embed_batch_size)
+        index = FaissIndex(embed_model.backend, index_type=index_type, batch_size=embed_model.embed_batch_size,
+                           long_documents=long_documents)
         index.add_documents([to_document(n) for n in nodes])
         return cls(index, reranker, **kwargs)
 

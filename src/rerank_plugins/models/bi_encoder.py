@@ -180,6 +180,47 @@ class BiEncoderBackend(LazyModelBackend):
             lengths = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False)["length"]
         return int(sum(length > self.max_length for length in lengths))
 
+    def split_to_fit(self, texts: list[str], *, overlap: int = 32) -> list[list[str]]:
+        """Each text as consecutive passages that each fit :attr:`max_length` tokens, overlapping by ``overlap``.
+
+        A text that fits is returned whole (one passage). Passages are slices of the original string that
+        start and end on word boundaries (a word cut at a passage's end is whole in the next one, thanks to the
+        overlap), so nothing of a long document is lost when each passage is embedded separately.
+        """
+        texts = check_texts(texts)
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+            raise ValueError(f"overlap must be an int >= 0, got {overlap!r}")
+        if not texts:
+            return []
+        tokenizer = self.model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"{self.model_name}: splitting documents needs a fast tokenizer (character offsets)")
+        prompt = (self.model.prompts or {}).get("document") or ""
+        reserved = tokenizer.num_special_tokens_to_add(pair=False)
+        if prompt:
+            reserved += len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        room = self.max_length - reserved
+        if room <= overlap:
+            raise ValueError(f"overlap ({overlap}) must be smaller than the {room} tokens a passage can hold")
+        with self.lock:
+            encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        out = []
+        for row, text in enumerate(texts):
+            spans = encoded["offset_mapping"][row]
+            if len(spans) <= room:
+                out.append([text])
+                continue
+            words = encoded.word_ids(row)
+            starts_word = [j == 0 or words[j] is None or words[j] != words[j - 1] for j in range(len(spans))] + [True]
+            passages = []
+            for nominal in range(0, len(spans) - overlap, room - overlap):
+                start = next((j for j in range(nominal, len(spans)) if starts_word[j]), nominal)
+                end = min(start + room, len(spans))
+                cut = next((j for j in range(end, start, -1) if starts_word[j]), end)
+                passages.append(text[spans[start][0] : spans[cut - 1][1]])
+            out.append(passages)
+        return out
+
     def _encode(
         self, texts: list[str], kind: str, batch_size: int, normalize: bool, show_progress: bool | None
     ) -> np.ndarray:
