@@ -114,6 +114,20 @@ def test_pairs_bad_rows_and_columns(tmp_path):
         load_pairs(tmp_path / "p.csv")
 
 
+def test_pairs_accept_langchain_documents_and_llamaindex_nodes():
+    lc = pytest.importorskip("langchain_core.documents")
+    li = pytest.importorskip("llama_index.core.schema")
+    positive = lc.Document(page_content="aspirin lowers risk", metadata={"source": "x"})
+    negative = li.TextNode(text="unrelated text", metadata={"source": "y"})
+    data = from_pairs([("does aspirin help", positive, negative)], corpus=[li.TextNode(text="extra doc"), "plain text"])
+    assert sorted(data.corpus.values()) == ["aspirin lowers risk", "extra doc", "plain text", "unrelated text"]
+    query = next(iter(data.queries))
+    assert [data.corpus[d] for d in data.positives(query)] == ["aspirin lowers risk"]
+    assert [data.corpus[d] for d in data.negatives[query]] == ["unrelated text"]
+    with pytest.raises(DataError, match=r"1 corpus entries .*: 2"):
+        from_pairs([("q", "p")], corpus=["fine", lc.Document(page_content=" ")])
+
+
 def test_dataset_split_is_disjoint_and_validates():
     data = from_pairs([(f"q{i}", f"p{i}") for i in range(20)])
     train, held = data.split(0.25)

@@ -3,19 +3,24 @@
 from rerank_plugins.training.data import (
     DataError,
     RetrievalDataset,
+    from_pairs,
     load_beir,
     load_dataset,
     load_pairs,
     load_squad,
 )
 from rerank_plugins.training.mining import mine_hard_negatives
+from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
 
 __all__ = [
     "DataError",
     "RetrievalDataset",
+    "from_pairs",
     "load_beir",
     "load_dataset",
     "load_pairs",
     "load_squad",
     "mine_hard_negatives",
+    "train_bi_encoder_on",
+    "train_cross_encoder_on",
 ]

@@ -228,17 +228,36 @@ def _text_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _text_of(item: Any) -> Any:
+    """A document's text: a str, a LangChain ``Document`` (``page_content``) or a LlamaIndex node
+    (``get_content()``, without metadata); anything else is returned as is and refused by the caller."""
+    if isinstance(item, str):
+        return item
+    content = getattr(item, "page_content", None)
+    if isinstance(content, str):
+        return content
+    get_content = getattr(item, "get_content", None)
+    return get_content() if callable(get_content) else item
+
+
 def from_pairs(
-    pairs: Iterable[Sequence[str]], corpus: Iterable[str] = (), name: str = "pairs"
+    pairs: Iterable[Sequence[Any]], corpus: Iterable[Any] = (), name: str = "pairs"
 ) -> RetrievalDataset:
-    """(query, positive[, negative]) tuples -> a data set; extra ``corpus`` texts join the document pool."""
+    """(query, positive[, negative]) tuples -> a data set; extra ``corpus`` documents join the document pool.
+
+    Positives, negatives and corpus entries may be strings, LangChain ``Document``s or LlamaIndex nodes.
+    """
     docs: dict[str, str] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     negatives: dict[str, list[str]] = {}
     bad = []
     for number, pair in enumerate(pairs, 1):
-        if isinstance(pair, str) or len(pair) not in (2, 3) or not all(isinstance(x, str) and x.strip() for x in pair):
+        if isinstance(pair, str) or len(pair) not in (2, 3):
+            bad.append(number)
+            continue
+        pair = [pair[0], *(_text_of(x) for x in pair[1:])]
+        if not all(isinstance(x, str) and x.strip() for x in pair):
             bad.append(number)
             continue
         query, positive = pair[0].strip(), pair[1].strip()
@@ -252,9 +271,14 @@ def from_pairs(
             negatives.setdefault(query_id, []).append(_text_id(negative))
     if bad:
         raise _problem("rows that are not (query, positive[, negative]) with non-empty texts (row numbers)", bad, name)
-    for text in corpus:
+    bad_corpus = []
+    for number, text in enumerate(map(_text_of, corpus), 1):
         if isinstance(text, str) and text.strip():
             docs.setdefault(_text_id(text.strip()), text.strip())
+        else:
+            bad_corpus.append(number)
+    if bad_corpus:
+        raise _problem("corpus entries that are not non-empty texts, Documents or nodes (positions)", bad_corpus, name)
     return RetrievalDataset(docs, queries, qrels, negatives, name=name)
 
 
