@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--cross-backbone", default="fine-tuned", choices=["fine-tuned", "packaged"],
                         help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM")
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
+    parser.add_argument("--mine-with", default="packaged", choices=["packaged", "fine-tuned"],
+                        help="bi-encoder whose top-30 gives the reranker's hard negatives")
     parser.add_argument("--depths", default="30,100")
     parser.add_argument("--pipelines", default="a,b", help="first stages to evaluate: a (packaged), b (fine-tuned)")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
@@ -112,16 +114,21 @@ def main() -> None:
     tuned = BiEncoderBackend(str(bi_dir))
     tuned_index = cached_index("fine-tuned", tuned)
 
+    cross_negatives, cross_held_negatives = negatives, held_negatives
+    if args.mine_with == "fine-tuned" and args.negatives == "hard":
+        cross_negatives = mine_hard_negatives(train_all, tuned_index, num_negatives=30, depth=30)
+        cross_held_negatives = {q: cross_negatives[q][: args.cross_negatives] for q in held_out.queries}
     cross_dir = (work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
-                 f"-{args.cross_max_length}-resampled")
+                 f"-{args.cross_max_length}-resampled{'-mined-fine-tuned' if args.mine_with == 'fine-tuned' else ''}")
     backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
     if args.cross_encoder:
         cross_dir = Path(args.cross_encoder)
     elif not (args.reuse and (cross_dir / "config.json").exists()):
-        timed("train cross-encoder", timings, train_cross_encoder, train, negatives, cross_dir, base_model=backbone,
+        timed("train cross-encoder", timings, train_cross_encoder, train, cross_negatives, cross_dir,
+              base_model=backbone,
               config=CrossEncoderTrainingConfig(loss=args.cross_loss, epochs=args.cross_epochs,
                                                 num_negatives=args.cross_negatives, max_length=args.cross_max_length),
-              eval_data=held_out, eval_negatives=held_negatives)
+              eval_data=held_out, eval_negatives=cross_held_negatives)
     # cache_size=0: timings measure model work, not cache hits
     reranker = CrossEncoderBackend(str(cross_dir), cache_size=0, runtime=args.runtime)
 
