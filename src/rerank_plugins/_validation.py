@@ -49,6 +49,13 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> in
     return value
 
 
+def check_non_negative_int(value: Any, name: str) -> int:
+    """``value`` if it is an int >= 0 (sizes where 0 means "off" or "none"), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
 def check_rank_options(top_n: Any, score_threshold: Any, min_keep: Any) -> None:
     check_positive_int(top_n, "top_n", allow_none=True)
     if score_threshold is not None:

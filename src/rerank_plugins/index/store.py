@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_plugins._validation import check_positive_int, check_query, check_texts
+from rerank_plugins._validation import check_non_negative_int, check_positive_int, check_query, check_texts
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.schema import Document, SearchHit
 
@@ -80,10 +80,8 @@ class FaissIndex:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
         if long_documents not in LONG_DOCUMENTS:
             raise ValueError(f"long_documents must be one of {LONG_DOCUMENTS}, got {long_documents!r}")
-        if isinstance(passage_overlap, bool) or not isinstance(passage_overlap, int) or passage_overlap < 0:
-            raise ValueError(f"passage_overlap must be an int >= 0, got {passage_overlap!r}")
         self.long_documents = long_documents
-        self.passage_overlap = passage_overlap
+        self.passage_overlap = check_non_negative_int(passage_overlap, "passage_overlap")
         self.embedder = embedder
         self.index_type = index_type
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m")
@@ -132,7 +130,7 @@ class FaissIndex:
         with self._lock:
             start = len(self.documents)
             new_ids = [str(start + i) for i in range(n)] if ids is None else [self._check_id(x, i) for i, x in enumerate(ids)]
-            repeated = {x for x, n in Counter(new_ids).items() if n > 1}
+            repeated = {x for x, count in Counter(new_ids).items() if count > 1}
             duplicates = sorted({x for x in new_ids if x in self._ids} | repeated)
             if duplicates:
                 raise ValueError(f"{len(duplicates)} duplicate document ids, e.g. {duplicates[:5]}")

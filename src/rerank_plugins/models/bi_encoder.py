@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_plugins._validation import check_positive_int, check_texts
+from rerank_plugins._validation import check_non_negative_int, check_positive_int, check_texts
 from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
 from rerank_plugins.models.disk_cache import DiskEmbeddingCache
@@ -52,9 +52,7 @@ class BiEncoderBackend(LazyModelBackend):
         self.disk_cache_path = disk_cache
         self.disk_cache_max_entries = disk_cache_max_entries
         self._disk: DiskEmbeddingCache | None = None
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
-        self.cache_size = cache_size
+        self.cache_size = check_non_negative_int(cache_size, "cache_size")
         self._cache: OrderedDict[tuple[str, bool, bytes], np.ndarray] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -188,8 +186,7 @@ class BiEncoderBackend(LazyModelBackend):
         overlap), so nothing of a long document is lost when each passage is embedded separately.
         """
         texts = check_texts(texts)
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-            raise ValueError(f"overlap must be an int >= 0, got {overlap!r}")
+        check_non_negative_int(overlap, "overlap")
         if not texts:
             return []
         tokenizer = self.model.tokenizer

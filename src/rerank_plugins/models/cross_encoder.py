@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rerank_plugins._validation import (
+    check_non_negative_int,
     check_positive_int,
     check_query,
     check_rank_options,
@@ -102,9 +103,7 @@ class CrossEncoderBackend(LazyModelBackend):
 
     def __init__(self, model: str | os.PathLike[str], *, cache_size: int = DEFAULT_SCORE_CACHE_SIZE, **options: Any) -> None:
         super().__init__(model, **options)
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
-        self.cache_size = cache_size
+        self.cache_size = check_non_negative_int(cache_size, "cache_size")
         self._cache: OrderedDict[tuple[str, bytes, bytes], tuple[float, bool, int]] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
