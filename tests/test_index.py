@@ -122,6 +122,18 @@ def test_corrupt_index_is_refused_and_left_untouched(index, tmp_path, tiny_bi_pa
     assert _snapshot(path) == before
 
 
+def test_index_saved_before_splitting_existed_loads_with_the_default_settings(index, tmp_path, tiny_bi_path):
+    path = index.save(tmp_path / "idx")
+    manifest = json.loads((path / "manifest.json").read_text())
+    for key in ("long_documents", "passage_overlap"):
+        del manifest[key]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = FaissIndex.load(path, get_bi_encoder(tiny_bi_path), long_documents="truncate", passage_overlap=32)
+    assert loaded.long_documents == "truncate" and len(loaded) == len(TEXTS)
+    with pytest.raises(IndexLoadError, match="long_documents='truncate', not 'split'"):
+        FaissIndex.load(path, get_bi_encoder(tiny_bi_path), long_documents="split")
+
+
 def test_manifest_from_another_format_version_or_count(index, tmp_path, tiny_bi_path):
     path = index.save(tmp_path / "idx")
     manifest = json.loads((path / "manifest.json").read_text())

@@ -36,6 +36,7 @@ FORMAT_NAME = "rerank-plugins-faiss"
 FORMAT_VERSION = 1
 INDEX_FILE, DOCUMENTS_FILE, MANIFEST_FILE = "index.faiss", "documents.jsonl", "manifest.json"
 PASSAGES_FILE = "passages.npy"
+DEFAULT_PASSAGE_OVERLAP = 32
 PROBE_TEXT = "rerank-plugins probe: a fixed sentence whose embedding identifies the model."
 PROBE_MIN_COSINE = 0.99
 
@@ -74,7 +75,7 @@ class FaissIndex:
         nprobe: int = 16,
         batch_size: int = 32,
         long_documents: str = "truncate",
-        passage_overlap: int = 32,
+        passage_overlap: int = DEFAULT_PASSAGE_OVERLAP,
     ) -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
@@ -333,7 +334,10 @@ class FaissIndex:
 
         directory = Path(path)
         manifest = cls._read_manifest(directory)
-        split = manifest.get("long_documents", "truncate") == "split"
+        # manifests written before splitting existed hold neither key: they are truncate-mode indexes
+        stored = {"long_documents": manifest.get("long_documents", "truncate"),
+                  "passage_overlap": manifest.get("passage_overlap", DEFAULT_PASSAGE_OVERLAP)}
+        split = stored["long_documents"] == "split"
         expected_files = {INDEX_FILE, DOCUMENTS_FILE} | ({PASSAGES_FILE} if split else set())
         if set(manifest["files"]) != expected_files:
             raise IndexLoadError(f"{directory}/{MANIFEST_FILE} lists {sorted(manifest['files'])}, expected {sorted(expected_files)}")
@@ -349,12 +353,11 @@ class FaissIndex:
                 f"{directory} was built with {manifest['embedding_model']!r} ({manifest['embedding_dimension']} dimensions); "
                 f"the embedding model given, {embedder.model_name!r}, has {dimension}"
             )
-        for key in ("long_documents", "passage_overlap"):
-            if key in options and options[key] != manifest.get(key):
-                raise IndexLoadError(f"{directory} was built with {key}={manifest.get(key)!r}, not {options[key]!r}")
-            options.pop(key, None)
-        index = cls(embedder, index_type=manifest["index_type"], long_documents=manifest.get("long_documents", "truncate"),
-                    passage_overlap=manifest.get("passage_overlap", 32), **options)
+        for key, value in stored.items():
+            requested = options.pop(key, value)
+            if requested != value:
+                raise IndexLoadError(f"{directory} was built with {key}={value!r}, not {requested!r}")
+        index = cls(embedder, index_type=manifest["index_type"], **stored, **options)
         probe = np.asarray(manifest["probe"]["vector"], dtype=np.float32)
         current = index._probe_vector()
         cosine = float(np.dot(probe, current) / (np.linalg.norm(probe) * np.linalg.norm(current) + 1e-12))
