@@ -23,15 +23,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from rerank_plugins.data import load_dataset
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
 from rerank_plugins.evaluation.report import markdown_table
-from rerank_plugins.index.store import FaissIndex
+from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
-from rerank_plugins.training.data import load_dataset
-from rerank_plugins.training.mining import corpus_index, mine_hard_negatives
+from rerank_plugins.training.mining import corpus_first_stage, mine_hard_negatives
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -56,19 +56,39 @@ def main() -> None:
     parser.add_argument("--cross-max-length", type=int, default=128)
     parser.add_argument("--cross-negatives", type=int, default=7)
     parser.add_argument("--cross-loss", default="listwise", choices=["listwise", "binary"])
-    parser.add_argument("--cross-backbone", default="fine-tuned", choices=["fine-tuned", "packaged"],
-                        help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM")
+    parser.add_argument(
+        "--cross-backbone",
+        default="fine-tuned",
+        choices=["fine-tuned", "packaged"],
+        help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM",
+    )
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
-    parser.add_argument("--mine-with", default="packaged", choices=["packaged", "fine-tuned"],
-                        help="bi-encoder whose top-30 gives the reranker's hard negatives")
+    parser.add_argument(
+        "--mine-with",
+        default="packaged",
+        choices=["packaged", "fine-tuned"],
+        help="bi-encoder whose top-30 gives the reranker's hard negatives",
+    )
     parser.add_argument("--depths", default="30,100")
     parser.add_argument("--pipelines", default="a,b", help="first stages to evaluate: a (packaged), b (fine-tuned)")
-    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
-                        help="inference runtime for the reranker during evaluation (training is always torch)")
-    parser.add_argument("--long-documents", default="truncate", choices=["truncate", "window"],
-                        help="how the reranker reads documents longer than its max length")
-    parser.add_argument("--index-long-documents", default="truncate", choices=["truncate", "split"],
-                        help="how the first stage embeds documents longer than the bi-encoder's max length")
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="inference runtime for the reranker during evaluation (training is always torch)",
+    )
+    parser.add_argument(
+        "--long-documents",
+        default="truncate",
+        choices=["truncate", "window"],
+        help="how the reranker reads documents longer than its max length",
+    )
+    parser.add_argument(
+        "--index-long-documents",
+        default="truncate",
+        choices=["truncate", "split"],
+        help="how the first stage embeds documents longer than the bi-encoder's max length",
+    )
     parser.add_argument("--cross-encoder", help="evaluate this trained reranker directory instead of training one")
     parser.add_argument("--reuse", action="store_true", help="reuse trained models and indexes already in --work")
     parser.add_argument("--max-train-queries", type=int, help="seeded sample of training queries (CPU budget)")
@@ -82,20 +102,31 @@ def main() -> None:
     train_all = load_dataset(args.data, args.train_split)
     test = load_dataset(args.data, args.test_split)
     if args.max_train_queries:
-        train_all = train_all.subset(random.Random(0).sample(sorted(train_all.queries), min(args.max_train_queries, len(train_all.queries))))
+        train_all = train_all.subset(
+            random.Random(0).sample(sorted(train_all.queries), min(args.max_train_queries, len(train_all.queries)))
+        )
     if args.max_test_queries:
         test = test.subset(random.Random(0).sample(sorted(test.queries), min(args.max_test_queries, len(test.queries))))
     train, held_out = train_all.split(0.1, seed=0)
-    print(f"corpus {len(test.corpus)}, train queries {len(train.queries)}, held-out {len(held_out.queries)}, "
-          f"test queries {len(test.queries)}", flush=True)
+    print(
+        f"corpus {len(test.corpus)}, train queries {len(train.queries)}, held-out {len(held_out.queries)}, "
+        f"test queries {len(test.queries)}",
+        flush=True,
+    )
 
     def cached_index(name: str, backend: BiEncoderBackend) -> FaissIndex:
         split = args.index_long_documents == "split"
         path = work / f"index-{name}{'-split' if split else ''}"
         if args.reuse and (path / "manifest.json").exists():
             return FaissIndex.load(path, backend)
-        index = timed(f"encode corpus ({name})", timings, corpus_index, test, backend,
-                      long_documents=args.index_long_documents)
+        index = timed(
+            f"encode corpus ({name})",
+            timings,
+            corpus_first_stage,
+            test,
+            backend,
+            long_documents=args.index_long_documents,
+        )
         index.save(path)
         return index
 
@@ -108,9 +139,18 @@ def main() -> None:
 
     bi_dir = work / "bi-encoder"
     if not (args.reuse and (bi_dir / "modules.json").exists()):
-        timed("train bi-encoder", timings, train_bi_encoder, train, bi_dir, base_model=BASE,
-              config=BiEncoderTrainingConfig(epochs=args.bi_epochs), hard_negatives=negatives,
-              eval_data=held_out, eval_negatives=held_negatives)
+        timed(
+            "train bi-encoder",
+            timings,
+            train_bi_encoder,
+            train,
+            bi_dir,
+            base_model=BASE,
+            config=BiEncoderTrainingConfig(epochs=args.bi_epochs),
+            hard_negatives=negatives,
+            eval_data=held_out,
+            eval_negatives=held_negatives,
+        )
     tuned = BiEncoderBackend(str(bi_dir))
     tuned_index = cached_index("fine-tuned", tuned)
 
@@ -118,17 +158,31 @@ def main() -> None:
     if args.mine_with == "fine-tuned" and args.negatives == "hard":
         cross_negatives = mine_hard_negatives(train_all, tuned_index, num_negatives=30, depth=30)
         cross_held_negatives = {q: cross_negatives[q][: args.cross_negatives] for q in held_out.queries}
-    cross_dir = (work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
-                 f"-{args.cross_max_length}-resampled{'-mined-fine-tuned' if args.mine_with == 'fine-tuned' else ''}")
+    cross_dir = (
+        work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
+        f"-{args.cross_max_length}-resampled{'-mined-fine-tuned' if args.mine_with == 'fine-tuned' else ''}"
+    )
     backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
     if args.cross_encoder:
         cross_dir = Path(args.cross_encoder)
     elif not (args.reuse and (cross_dir / "config.json").exists()):
-        timed("train cross-encoder", timings, train_cross_encoder, train, cross_negatives, cross_dir,
-              base_model=backbone,
-              config=CrossEncoderTrainingConfig(loss=args.cross_loss, epochs=args.cross_epochs,
-                                                num_negatives=args.cross_negatives, max_length=args.cross_max_length),
-              eval_data=held_out, eval_negatives=cross_held_negatives)
+        timed(
+            "train cross-encoder",
+            timings,
+            train_cross_encoder,
+            train,
+            cross_negatives,
+            cross_dir,
+            base_model=backbone,
+            config=CrossEncoderTrainingConfig(
+                loss=args.cross_loss,
+                epochs=args.cross_epochs,
+                num_negatives=args.cross_negatives,
+                max_length=args.cross_max_length,
+            ),
+            eval_data=held_out,
+            eval_negatives=cross_held_negatives,
+        )
     # cache_size=0: timings measure model work, not cache hits
     reranker = CrossEncoderBackend(str(cross_dir), cache_size=0, runtime=args.runtime)
 
@@ -138,37 +192,78 @@ def main() -> None:
     first_stages = {"a": ("a: packaged MiniLM", base_index), "b": ("b: fine-tuned bi-encoder", tuned_index)}
     for label, index in (first_stages[name] for name in args.pipelines.split(",")):
         query_ids, hits, _ = first_stage(held_out, index, 30)
-        scores, _ = rerank_scores(held_out, query_ids, hits, reranker, long_documents=args.long_documents,
-                                  show_progress=False)
+        scores, _ = rerank_scores(
+            held_out, query_ids, hits, reranker, long_documents=args.long_documents, show_progress=False
+        )
         fusion[label[0]] = tune_fusion_weight(held_out, query_ids, hits, scores)
         weight = fusion[label[0]]["weight"]
-        print(f"fusion weight for {label[0]} (tuned on {len(query_ids)} held-out train queries): {weight} "
-              f"{fusion[label[0]]['ndcg@10_by_weight']}", flush=True)
+        print(
+            f"fusion weight for {label[0]} (tuned on {len(query_ids)} held-out train queries): {weight} "
+            f"{fusion[label[0]]['ndcg@10_by_weight']}",
+            flush=True,
+        )
         for depth in depths:
-            report = timed(f"evaluate {label[0]} top-{depth}", timings, evaluate_two_stage, test, index, reranker,
-                           first_stage_k=depth, fusion_weight=weight, long_documents=args.long_documents)
+            report = timed(
+                f"evaluate {label[0]} top-{depth}",
+                timings,
+                evaluate_two_stage,
+                test,
+                index,
+                reranker,
+                first_stage_k=depth,
+                fusion_weight=weight,
+                long_documents=args.long_documents,
+            )
             reports[f"{label[0]}@{depth}"] = report
             metrics = report["metrics"]
             second = "c" if label[0] == "a" else "d"
             rows.append((label, depth, metrics["first_stage"], report["latency"]["first_stage"]))
-            rows.append((f"{second}: {label[0]} + trained cross-encoder", depth, metrics["reranker_only"],
-                         report["latency"]["rerank"]))
-            rows.append((f"{second}+: {label[0]} + cross-encoder fused (a={weight})", depth, metrics["reranked"],
-                         report["latency"]["rerank"]))
+            rows.append(
+                (
+                    f"{second}: {label[0]} + trained cross-encoder",
+                    depth,
+                    metrics["reranker_only"],
+                    report["latency"]["rerank"],
+                )
+            )
+            rows.append(
+                (
+                    f"{second}+: {label[0]} + cross-encoder fused (a={weight})",
+                    depth,
+                    metrics["reranked"],
+                    report["latency"]["rerank"],
+                )
+            )
             print(markdown_table(report), flush=True)
 
-    table = ["| pipeline | depth | nDCG@10 | MRR@10 | hit@1 | hit@10 | recall@depth | ms/query |", "|---|---|---|---|---|---|---|---|"]
+    table = [
+        "| pipeline | depth | nDCG@10 | MRR@10 | hit@1 | hit@10 | recall@depth | ms/query |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, depth, m, latency in rows:
-        table.append(f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | "
-                     f"{m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |")
-    header = (f"# {args.data} quality benchmark\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-              f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-              f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n")
-    text = (header + "\n".join(table) + "\n\nFusion weights (tuned on held-out train queries): "
-            + json.dumps({k: v["weight"] for k, v in fusion.items()}) + "\n\nTimings (s): " + json.dumps(timings) + "\n")
+        table.append(
+            f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | "
+            f"{m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |"
+        )
+    header = (
+        f"# {args.data} quality benchmark\n\ncommand: `python {' '.join(sys.argv)}`  \n"
+        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n"
+    )
+    text = (
+        header
+        + "\n".join(table)
+        + "\n\nFusion weights (tuned on held-out train queries): "
+        + json.dumps({k: v["weight"] for k, v in fusion.items()})
+        + "\n\nTimings (s): "
+        + json.dumps(timings)
+        + "\n"
+    )
     print(text)
     (out / "quality.md").write_text(text, encoding="utf-8")
-    (out / "quality.json").write_text(json.dumps({"timings": timings, "reports": reports, "fusion": fusion, "argv": sys.argv}, indent=2))
+    (out / "quality.json").write_text(
+        json.dumps({"timings": timings, "reports": reports, "fusion": fusion, "argv": sys.argv}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from rerank_plugins.data import demo_data_path, load_beir
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.resolve import resolve_model_path
-from rerank_plugins.quickstart import demo_data_path
-from rerank_plugins.training.data import load_beir
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -57,17 +56,23 @@ def main() -> None:
                 embed(query)
                 seconds[name].append(time.perf_counter() - start)
     lines = [
-        "# Single-query embedding latency", "",
+        "# Single-query embedding latency",
+        "",
         f"command: `python {' '.join(sys.argv)}`  ",
         f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}", "",
-        f"{len(queries)} SciFact claims x {args.rounds} rounds, embedders interleaved by round.", "",
-        "| embedder | p50 ms | p95 ms | queries/s |", "|---|---|---|---|",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "",
+        f"{len(queries)} SciFact claims x {args.rounds} rounds, embedders interleaved by round.",
+        "",
+        "| embedder | p50 ms | p95 ms | queries/s |",
+        "|---|---|---|---|",
     ]
     for name, values in seconds.items():
         ordered = sorted(values)
-        lines.append(f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * ordered[int(0.95 * len(ordered))]:.1f} "
-                     f"| {len(values) / sum(values):.1f} |")
+        lines.append(
+            f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * ordered[int(0.95 * len(ordered))]:.1f} "
+            f"| {len(values) / sum(values):.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

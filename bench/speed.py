@@ -28,9 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from rerank_plugins import BiEncoderBackend, CrossEncoderBackend, resolve_model_path
-from rerank_plugins.quickstart import demo_data_path, demo_reranker
-from rerank_plugins.training.data import load_dataset
-from rerank_plugins.training.mining import corpus_index
+from rerank_plugins.data import demo_data_path, load_dataset
+from rerank_plugins.quickstart import demo_reranker
+from rerank_plugins.training.mining import corpus_first_stage
 
 BI = "sentence-transformers/all-MiniLM-L6-v2"
 lines: list[str] = []
@@ -41,7 +41,9 @@ def say(text: str = "") -> None:
     lines.append(text)
 
 
-def timed_calls(fn: Callable[[str, list[str]], list[int]], requests: list[tuple[str, list[str]]]) -> tuple[list[float], list[list[int]]]:
+def timed_calls(
+    fn: Callable[[str, list[str]], list[int]], requests: list[tuple[str, list[str]]]
+) -> tuple[list[float], list[list[int]]]:
     fn(*requests[0])  # warm-up (lazy loads, first-call allocations)
     seconds, rankings = [], []
     for query, docs in requests:
@@ -67,15 +69,19 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def rerank_flops(backend: CrossEncoderBackend, requests: list[tuple[str, list[str]]]) -> float:
-    """Useful FLOPs of scoring ``requests`` (padding not counted): linear layers 2·P·tokens + attention 4·L·H·tokens²."""
+    """Useful FLOPs of scoring ``requests`` (padding not counted).
+
+    Linear layers 2·P·tokens + attention 4·L·H·tokens².
+    """
     hf = backend.model.model
     config = hf.config
     params = sum(p.numel() for name, p in hf.named_parameters() if "embeddings" not in name)
     tokenizer = backend.model.tokenizer
     total = 0.0
     for query, docs in requests:
-        lengths = tokenizer([query] * len(docs), docs, truncation="only_second", max_length=backend.max_length,
-                            return_length=True)["length"]
+        lengths = tokenizer(
+            [query] * len(docs), docs, truncation="only_second", max_length=backend.max_length, return_length=True
+        )["length"]
         for t in lengths:
             total += 2 * params * t + 4 * config.num_hidden_layers * config.hidden_size * t * t
     return total
@@ -98,16 +104,19 @@ def main() -> None:
 
     say(f"# Speed benchmark\n\ncommand: `python {' '.join(sys.argv)}`  ")
     say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
-    say(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)  ")
+    say(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)  "
+    )
     say(f"cross-encoder: {cross_path}; data: {args.data} ({args.split}); {args.queries} queries per depth\n")
 
     data = load_dataset(args.data, args.split)
     bi = BiEncoderBackend(BI)
-    index = corpus_index(data, bi)
+    index = corpus_first_stage(data, bi)
     queries = list(data.queries.values())[: args.queries]
     hits = index.search_batch(queries, max(depths))
 
-    from rerank_plugins.models.onnx import QuantizationQualityError
+    from rerank_plugins.models.runtimes.guard import QuantizationQualityError
 
     ours = {}
     for name in ("torch", "onnx", "onnx-int8"):
@@ -129,7 +138,8 @@ def main() -> None:
         return list(np.argsort(-st_model.predict([(query, d) for d in docs], show_progress_bar=False), kind="stable"))
 
     contenders: dict[str, Callable[[str, list[str]], list[int]]] = {
-        f"ours ({name})": (lambda b: lambda q, d: [r.index for r in b.rank(q, d)])(backend) for name, backend in ours.items()
+        f"ours ({name})": (lambda b: lambda q, d: [r.index for r in b.rank(q, d)])(backend)
+        for name, backend in ours.items()
     }
     contenders["sentence-transformers CrossEncoder.predict"] = st_predict
     try:
@@ -171,13 +181,17 @@ def main() -> None:
         fast_p50 = statistics.median(results[f"ours ({fast})"][0])
         for name, (seconds, rankings) in results.items():
             p50, p95 = statistics.median(seconds), float(np.percentile(seconds, 95))
-            say(f"| {name} | {p50 * 1000:.0f} | {p95 * 1000:.0f} | {pairs / sum(seconds):.1f} | "
-                f"{p50 / fast_p50:.2f}x | {top10_overlap(reference, rankings):.3f} |")
+            say(
+                f"| {name} | {p50 * 1000:.0f} | {p95 * 1000:.0f} | {pairs / sum(seconds):.1f} | "
+                f"{p50 / fast_p50:.2f}x | {top10_overlap(reference, rankings):.3f} |"
+            )
         start = time.perf_counter()
         ours[fast].rank_batch(requests, top_n=10)
         batch_seconds = time.perf_counter() - start
-        say(f"\nours ({fast}), all {len(requests)} queries in one `rank_batch` pass: {batch_seconds * 1000:.0f} ms "
-            f"({pairs / batch_seconds:.1f} pairs/s)")
+        say(
+            f"\nours ({fast}), all {len(requests)} queries in one `rank_batch` pass: {batch_seconds * 1000:.0f} ms "
+            f"({pairs / batch_seconds:.1f} pairs/s)"
+        )
 
     say("\n## Achieved GFLOP/s (useful FLOPs, padding not counted)\n")
     requests = [(q, [h.document.text for h in row[: depths[0]]]) for q, row in zip(queries, hits)]
@@ -187,7 +201,10 @@ def main() -> None:
         start = time.perf_counter()
         ours[name].rank_batch(requests)
         gflops = flops / (time.perf_counter() - start) / 1e9
-        say(f"- ours fp32 ({name}): {gflops:.1f} GFLOP/s = {gflops / peak:.0%} of a plain 1024x1024 fp32 matmul ({peak:.1f} GFLOP/s)")
+        say(
+            f"- ours fp32 ({name}): {gflops:.1f} GFLOP/s = {gflops / peak:.0%} of a plain 1024x1024 fp32 matmul "
+            f"({peak:.1f} GFLOP/s)"
+        )
 
     say(f"\n## Embedding throughput ({args.embed_docs} documents, {len(queries) * 8} queries)\n")
     docs = list(data.corpus.values())[: args.embed_docs]
@@ -240,8 +257,10 @@ def main() -> None:
     start = time.perf_counter()
     cached.encode_documents(docs)
     warm = time.perf_counter() - start
-    say(f"\nRe-indexing {len(docs)} unchanged documents with the embedding cache: cold {cold * 1000:.0f} ms, "
-        f"warm {warm * 1000:.1f} ms ({cold / warm:.0f}x faster)")
+    say(
+        f"\nRe-indexing {len(docs)} unchanged documents with the embedding cache: cold {cold * 1000:.0f} ms, "
+        f"warm {warm * 1000:.1f} ms ({cold / warm:.0f}x faster)"
+    )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,18 +50,28 @@ def main() -> None:
                 past_bi += first_answer_token >= args.bi_max_length - 2  # [CLS] ... [SEP]
                 past_cross += first_answer_token >= args.cross_max_length - question - 3  # [CLS] q [SEP] d [SEP]
     sample = " ".join(articles[0]["paragraphs"][0]["context"].split()[:2])
-    print(f"# Token lengths: {args.data}\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-          f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-          f"machine: {platform.machine()}, {os.cpu_count()} CPUs\n\ntokenizer: {args.model}\n")
+    print(
+        f"# Token lengths: {args.data}\n\ncommand: `python {' '.join(sys.argv)}`  \n"
+        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs\n\ntokenizer: {args.model}\n"
+    )
     print(f"- `{sample}` tokenizes as {tokenizer.tokenize(sample)}")
-    print(f"- paragraphs: {len(paragraph_lengths)}, tokens median {statistics.median(paragraph_lengths):.0f}, "
-          f"mean {statistics.mean(paragraph_lengths):.0f}, max {max(paragraph_lengths)}")
-    print(f"- questions: {len(question_lengths)}, tokens median {statistics.median(question_lengths):.0f}, "
-          f"max {max(question_lengths)}")
-    print(f"- answers starting beyond what a bi-encoder with max length {args.bi_max_length} embeds: "
-          f"{past_bi}/{answers} ({past_bi / answers:.1%})")
-    print(f"- answers starting beyond the document room of a reranker with max length {args.cross_max_length} "
-          f"(after the question): {past_cross}/{answers} ({past_cross / answers:.1%})")
+    print(
+        f"- paragraphs: {len(paragraph_lengths)}, tokens median {statistics.median(paragraph_lengths):.0f}, "
+        f"mean {statistics.mean(paragraph_lengths):.0f}, max {max(paragraph_lengths)}"
+    )
+    print(
+        f"- questions: {len(question_lengths)}, tokens median {statistics.median(question_lengths):.0f}, "
+        f"max {max(question_lengths)}"
+    )
+    print(
+        f"- answers starting beyond what a bi-encoder with max length {args.bi_max_length} embeds: "
+        f"{past_bi}/{answers} ({past_bi / answers:.1%})"
+    )
+    print(
+        f"- answers starting beyond the document room of a reranker with max length {args.cross_max_length} "
+        f"(after the question): {past_cross}/{answers} ({past_cross / answers:.1%})"
+    )
 
 
 if __name__ == "__main__":

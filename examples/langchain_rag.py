@@ -20,14 +20,16 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 
+from rerank_plugins.data import demo_data_path, load_beir
 from rerank_plugins.langchain import BiEncoderEmbeddings, CrossEncoderReranker, TwoStageRetriever
-from rerank_plugins.quickstart import demo_data_path, demo_reranker
-from rerank_plugins.training.data import load_beir
+from rerank_plugins.quickstart import demo_reranker
 
 question = sys.argv[1] if len(sys.argv) > 1 else "Vitamin D deficiency is linked to depression."
 
 corpus = load_beir(demo_data_path(), "test").corpus
-documents = [Document(page_content=text, metadata={"source": f"scifact:{doc_id}"}, id=doc_id) for doc_id, text in corpus.items()]
+documents = [
+    Document(page_content=text, metadata={"source": f"scifact:{doc_id}"}, id=doc_id) for doc_id, text in corpus.items()
+]
 
 retriever = TwoStageRetriever.from_documents(
     documents,
@@ -39,7 +41,9 @@ retriever = TwoStageRetriever.from_documents(
 # Swap in a real LLM with one line, e.g.:
 #   from langchain_openai import ChatOpenAI; llm = ChatOpenAI(model="gpt-4o-mini")
 llm = FakeListChatModel(responses=["(offline stand-in LLM) The sources below are what a real LLM would answer from."])
-prompt = ChatPromptTemplate.from_template("Answer from the context only.\n\nContext:\n{context}\n\nQuestion: {question}")
+prompt = ChatPromptTemplate.from_template(
+    "Answer from the context only.\n\nContext:\n{context}\n\nQuestion: {question}"
+)
 
 
 def format_docs(docs: list[Document]) -> str:
@@ -47,7 +51,12 @@ def format_docs(docs: list[Document]) -> str:
 
 
 chain = {"docs": retriever, "question": RunnablePassthrough()} | RunnablePassthrough.assign(
-    answer=({"context": lambda x: format_docs(x["docs"]), "question": lambda x: x["question"]} | prompt | llm | StrOutputParser())
+    answer=(
+        {"context": lambda x: format_docs(x["docs"]), "question": lambda x: x["question"]}
+        | prompt
+        | llm
+        | StrOutputParser()
+    )
 )
 result = chain.invoke(question)
 
@@ -55,5 +64,7 @@ print(f"Question: {question}\nAnswer: {result['answer']}\nSources (reranked top-
 for rank, doc in enumerate(result["docs"], 1):
     meta = doc.metadata
     fused = f"fused_score={meta['fused_score']:+.2f}  " if "fused_score" in meta else ""
-    print(f"  {rank}. {meta['source']}  {fused}rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
-          f"retrieval_score={meta['retrieval_score']:.3f}  {doc.page_content[:80]}...")
+    print(
+        f"  {rank}. {meta['source']}  {fused}rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
+        f"retrieval_score={meta['retrieval_score']:.3f}  {doc.page_content[:80]}..."
+    )

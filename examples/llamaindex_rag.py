@@ -18,9 +18,9 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import TextNode
 
+from rerank_plugins.data import demo_data_path, load_beir
 from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank, TwoStageRetriever
-from rerank_plugins.quickstart import demo_data_path, demo_reranker
-from rerank_plugins.training.data import load_beir
+from rerank_plugins.quickstart import demo_reranker
 
 question = sys.argv[1] if len(sys.argv) > 1 else "Vitamin D deficiency is linked to depression."
 
@@ -44,5 +44,8 @@ print(f"Question: {question}\nAnswer (MockLLM, a stand-in that emits filler text
 print("Sources (reranked top-3 of the bi-encoder's top-30):")
 for rank, hit in enumerate(response.source_nodes, 1):
     meta = hit.node.metadata
-    print(f"  {rank}. {meta['source']}  score={hit.score:+.3f}  rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
-          f"retrieval_score={meta['retrieval_score']:.3f}  {hit.node.get_content()[:80]}...")
+    print(
+        f"  {rank}. {meta['source']}  score={hit.score:+.3f}  "
+        f"rerank_score={meta['rerank_score']:+.3f} ({meta['rerank_scale']})  "
+        f"retrieval_score={meta['retrieval_score']:.3f}  {hit.node.get_content()[:80]}..."
+    )

@@ -24,7 +24,9 @@ def main(source: Path, target: Path) -> None:
     rng = random.Random(0)
     qrels = {}
     for split in ("train", "test"):
-        rows = [line.rstrip("\n").split("\t") for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]]
+        rows = [
+            line.rstrip("\n").split("\t") for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
+        ]
         by_query: dict[str, list[str]] = {}
         for query_id, doc_id, _ in rows:
             by_query.setdefault(query_id, []).append(doc_id)
@@ -45,7 +47,9 @@ def main(source: Path, target: Path) -> None:
     with gzip.GzipFile(target / "corpus.jsonl.gz", "wb", mtime=0) as handle:
         for row in corpus:
             if row["_id"] in keep_docs:
-                handle.write((json.dumps({"_id": row["_id"], "title": row["title"], "text": row["text"]}) + "\n").encode())
+                handle.write(
+                    (json.dumps({"_id": row["_id"], "title": row["title"], "text": row["text"]}) + "\n").encode()
+                )
     (target / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q["_id"], "text": q["text"]}) + "\n" for q in queries if q["_id"] in wanted_queries)
     )
@@ -54,8 +58,9 @@ def main(source: Path, target: Path) -> None:
         (target / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     (target / "NOTICE.txt").write_text(
         f"""SciFact subset bundled with rerank-plugins for its quickstart and examples.
-{len(keep_docs)} abstracts ({len(cited)} cited by the claims kept + {DISTRACTORS} random others), {TRAIN_QUERIES} train and
-{TEST_QUERIES} test claims (BEIR's "test" = SciFact dev), qrels as in BEIR. Built by scripts/build_demo_data.py.
+{len(keep_docs)} abstracts ({len(cited)} cited by the claims kept + {DISTRACTORS} random others),
+{TRAIN_QUERIES} train and {TEST_QUERIES} test claims (BEIR's "test" = SciFact dev), qrels as in BEIR.
+Built by scripts/build_demo_data.py.
 
 Source: SciFact, Wadden et al., "Fact or Fiction: Verifying Scientific Claims", EMNLP 2020 (allenai/scifact),
 in the BEIR layout (Thakur et al., NeurIPS 2021 Datasets and Benchmarks).

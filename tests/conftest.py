@@ -14,13 +14,93 @@ import pytest
 
 from rerank_plugins.models import clear_registry
 
-WORDS = (
-    "the a of and to in is for on with that by as are this from be at or it an cells protein gene cancer "
-    "risk patients cell expression disease mice blood human increased reduced treatment study effect levels "
-    "dna rna brain heart liver immune virus infection drug dose trial results associated response growth "
-    "seoul korea capital city river mountain history king war music film science data model search rank "
-    "query document retrieval dense sparse vector index rerank cross encoder bi fast slow good bad"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "that",
+    "by",
+    "as",
+    "are",
+    "this",
+    "from",
+    "be",
+    "at",
+    "or",
+    "it",
+    "an",
+    "cells",
+    "protein",
+    "gene",
+    "cancer",
+    "risk",
+    "patients",
+    "cell",
+    "expression",
+    "disease",
+    "mice",
+    "blood",
+    "human",
+    "increased",
+    "reduced",
+    "treatment",
+    "study",
+    "effect",
+    "levels",
+    "dna",
+    "rna",
+    "brain",
+    "heart",
+    "liver",
+    "immune",
+    "virus",
+    "infection",
+    "drug",
+    "dose",
+    "trial",
+    "results",
+    "associated",
+    "response",
+    "growth",
+    "seoul",
+    "korea",
+    "capital",
+    "city",
+    "river",
+    "mountain",
+    "history",
+    "king",
+    "war",
+    "music",
+    "film",
+    "science",
+    "data",
+    "model",
+    "search",
+    "rank",
+    "query",
+    "document",
+    "retrieval",
+    "dense",
+    "sparse",
+    "vector",
+    "index",
+    "rerank",
+    "cross",
+    "encoder",
+    "bi",
+    "fast",
+    "slow",
+    "good",
+    "bad",
+]
 
 
 def _write_vocab(directory: Path) -> Path:
@@ -57,7 +137,9 @@ def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
 
     bi_path = root / "tiny-bi-encoder"
     transformer = Transformer(str(backbone), max_seq_length=64)
-    SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")]).save(str(bi_path))
+    SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")]).save(
+        str(bi_path)
+    )
 
     cross_path = root / "tiny-cross-encoder"
     torch.manual_seed(seed + 1)

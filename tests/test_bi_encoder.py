@@ -33,7 +33,9 @@ def test_saved_prompts_are_applied(tmp_path, tiny_bi_path):
     plain = BiEncoderBackend(tiny_bi_path, cache_size=0)
     text = "cancer risk"
     np.testing.assert_allclose(backend.encode_queries([text]), plain.encode_documents(["query: " + text]), atol=1e-5)
-    np.testing.assert_allclose(backend.encode_documents([text]), plain.encode_documents(["passage: " + text]), atol=1e-5)
+    np.testing.assert_allclose(
+        backend.encode_documents([text]), plain.encode_documents(["passage: " + text]), atol=1e-5
+    )
 
 
 def test_cache_hits_and_stays_bounded(tiny_bi_path):
@@ -60,7 +62,9 @@ def test_cache_can_be_turned_off(tiny_bi_path):
 
 def test_count_truncated(tiny_bi_path):
     backend = get_bi_encoder(tiny_bi_path)
-    assert backend.count_truncated(["cancer " * 200, "short", "risk " * 62]) == 1  # 62 + [CLS] + [SEP] = 64 fits exactly
+    assert (
+        backend.count_truncated(["cancer " * 200, "short", "risk " * 62]) == 1
+    )  # 62 + [CLS] + [SEP] = 64 fits exactly
 
 
 @pytest.mark.parametrize("bad", ["a string", [1, 2], [None], ["ok", b"bytes"]])

@@ -12,7 +12,24 @@ import pytest
 from rerank_plugins import get_bi_encoder, get_cross_encoder
 from rerank_plugins.batching import MicroBatcher
 
-WORDS = "cells protein gene cancer risk patients disease mice blood brain heart liver immune virus drug dose".split()
+WORDS = [
+    "cells",
+    "protein",
+    "gene",
+    "cancer",
+    "risk",
+    "patients",
+    "disease",
+    "mice",
+    "blood",
+    "brain",
+    "heart",
+    "liver",
+    "immune",
+    "virus",
+    "drug",
+    "dose",
+]
 
 
 def _request(i: int) -> tuple[str, list[str]]:
@@ -76,8 +93,10 @@ async def test_fifty_concurrent_reranks_batch_and_keep_the_loop_responsive(tiny_
     assert max(sizes[:-50]) > 1, "concurrent requests should share forward passes"
     assert concurrent_s < sequential_s
     assert max(lags) < 0.1, f"event loop blocked for {max(lags) * 1000:.0f} ms"
-    print(f"\n50 concurrent: {concurrent_s * 1000:.0f} ms, sequential: {sequential_s * 1000:.0f} ms, "
-          f"max loop lag {max(lags) * 1000:.1f} ms, batches {sizes[:-50]}")
+    print(
+        f"\n50 concurrent: {concurrent_s * 1000:.0f} ms, sequential: {sequential_s * 1000:.0f} ms, "
+        f"max loop lag {max(lags) * 1000:.1f} ms, batches {sizes[:-50]}"
+    )
 
 
 async def test_concurrent_query_embeddings_are_batched_and_equal(tiny_bi_path):

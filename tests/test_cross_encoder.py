@@ -152,7 +152,9 @@ def test_nan_scores_rank_last(reranker, monkeypatch):
 def test_two_label_model_scores_positive_minus_negative(tmp_path, tiny_cross_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_path, num_labels=2, ignore_mismatched_sizes=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_cross_path, num_labels=2, ignore_mismatched_sizes=True
+    )
     model.save_pretrained(tmp_path / "two")
     AutoTokenizer.from_pretrained(tiny_cross_path).save_pretrained(tmp_path / "two")
     backend = CrossEncoderBackend(tmp_path / "two")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins.training.data import DataError, RetrievalDataset, from_pairs, load_beir, load_dataset, load_pairs, load_squad
+from rerank_plugins.data import DataError, RetrievalDataset, from_pairs, load_beir, load_dataset, load_pairs, load_squad
 
 
 def _beir(root: Path, corpus, queries, qrels, gz=False) -> Path:
@@ -21,7 +21,9 @@ def _beir(root: Path, corpus, queries, qrels, gz=False) -> Path:
         (root / "corpus.jsonl").write_text(lines)
     (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
     (root / "qrels").mkdir(exist_ok=True)
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    )
     return root
 
 
@@ -31,7 +33,9 @@ QUERIES = [{"_id": "q1", "text": "first"}, {"_id": "q2", "text": "second"}, {"_i
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_beir_layout(tmp_path, gz):
-    data = load_beir(_beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1), ("q2", "d2", 2), ("q2", "d1", 0)], gz), "test")
+    data = load_beir(
+        _beir(tmp_path / "b", CORPUS, QUERIES, [("q1", "d1", 1), ("q2", "d2", 2), ("q2", "d1", 0)], gz), "test"
+    )
     assert data.corpus == {"d1": "Title body one", "d2": "body two"}
     assert set(data.queries) == {"q1", "q2"} and data.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}
 
@@ -70,11 +74,21 @@ def test_beir_qrels_for_unknown_queries(tmp_path):
 
 
 def _squad(path: Path) -> Path:
-    data = {"data": [
-        {"title": f"a{a}", "paragraphs": [
-            {"context": f"paragraph {a}-{p}", "qas": [{"id": f"{a}-{p}-{q}", "question": f"question {a}-{p}-{q}"} for q in range(2)]}
-            for p in range(2)]}
-        for a in range(10)]}
+    data = {
+        "data": [
+            {
+                "title": f"a{a}",
+                "paragraphs": [
+                    {
+                        "context": f"paragraph {a}-{p}",
+                        "qas": [{"id": f"{a}-{p}-{q}", "question": f"question {a}-{p}-{q}"} for q in range(2)],
+                    }
+                    for p in range(2)
+                ],
+            }
+            for a in range(10)
+        ]
+    }
     path.write_text(json.dumps(data))
     return path
 
@@ -97,8 +111,10 @@ def test_squad_malformed(tmp_path):
 
 def test_pairs_jsonl_and_csv(tmp_path):
     (tmp_path / "p.jsonl").write_text(
-        json.dumps({"query": "q one", "positive": "p one", "negative": "n one"}) + "\n"
-        + json.dumps({"query": "q two", "positive": "p two"}) + "\n"
+        json.dumps({"query": "q one", "positive": "p one", "negative": "n one"})
+        + "\n"
+        + json.dumps({"query": "q two", "positive": "p two"})
+        + "\n"
     )
     data = load_pairs(tmp_path / "p.jsonl")
     assert len(data.queries) == 2 and len(data.corpus) == 3 and sum(map(len, data.negatives.values())) == 1

@@ -8,12 +8,21 @@ import numpy as np
 import pytest
 
 from rerank_plugins import get_bi_encoder, get_cross_encoder
+from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.fusion import fuse, stored_fusion_weight, zscore
-from rerank_plugins.index import FaissIndex
-from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+from rerank_plugins.pipeline import TwoStagePipeline
+from rerank_plugins.rerank import RerankingStage, RerankOptions
 
-TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein",
-         "mice liver drug", "cancer cells mice", "heart risk patients"]
+TEXTS = [
+    "cancer gene risk",
+    "heart blood dose",
+    "brain immune virus",
+    "seoul korea city",
+    "the cells protein",
+    "mice liver drug",
+    "cancer cells mice",
+    "heart risk patients",
+]
 
 
 def test_fuse_formula():
@@ -34,10 +43,17 @@ def index(tiny_bi_path):
 
 def test_weight_zero_reproduces_the_first_stage_and_one_the_reranker(index, tiny_cross_path):
     reranker = get_cross_encoder(tiny_cross_path)
-    first = [r.document.id for r in TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")]
-    only_first = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=0.0)).retrieve("cancer risk")
+    first = [
+        r.document.id
+        for r in TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
+    ]
+    only_first = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=0.0)).retrieve(
+        "cancer risk"
+    )
     assert [r.document.id for r in only_first] == first
-    only_rerank = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=1.0)).retrieve("cancer risk")
+    only_rerank = TwoStagePipeline(
+        index, reranker, top_k=8, options=RerankOptions(top_n=8, fusion_weight=1.0)
+    ).retrieve("cancer risk")
     plain = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
     assert [r.document.id for r in only_rerank] == [r.document.id for r in plain]
     assert all(r.fused_score is not None and r.score == r.fused_score for r in only_rerank)
@@ -54,7 +70,9 @@ def test_fused_results_respect_top_n_threshold_and_min_keep(index, tiny_cross_pa
 
 
 async def test_async_fusion_matches_sync(index, tiny_cross_path):
-    pipeline = TwoStagePipeline(index, get_cross_encoder(tiny_cross_path), top_k=8, options=RerankOptions(top_n=4, fusion_weight=0.4))
+    pipeline = TwoStagePipeline(
+        index, get_cross_encoder(tiny_cross_path), top_k=8, options=RerankOptions(top_n=4, fusion_weight=0.4)
+    )
     sync = pipeline.retrieve("heart risk")
     assync = await pipeline.aretrieve("heart risk")
     assert [r.document.id for r in sync] == [r.document.id for r in assync]
@@ -68,7 +86,7 @@ def test_auto_reads_the_weight_stored_with_the_model(tmp_path, tiny_cross_path, 
     assert stored_fusion_weight(model) is None
     options = RerankOptions(top_n=8, fusion_weight="auto")
     reranker = get_cross_encoder(model)
-    assert options.weight_for(reranker) is None
+    assert RerankingStage(reranker, options).fusion_weight is None
     (model / "rerank_plugins_training.json").write_text(json.dumps({"fusion": {"weight": 0.0}}))
     results = TwoStagePipeline(index, reranker, top_k=8, options=options).retrieve("cancer risk")
     first = TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")

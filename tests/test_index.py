@@ -8,10 +8,18 @@ import os
 import pytest
 
 from rerank_plugins import get_bi_encoder
-from rerank_plugins.index import FaissIndex, IndexLoadError
+from rerank_plugins.first_stage import FaissIndex, IndexLoadError
 
-TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein",
-         "mice liver drug", "dense vector index", "rerank cross encoder"]
+TEXTS = [
+    "cancer gene risk",
+    "heart blood dose",
+    "brain immune virus",
+    "seoul korea city",
+    "the cells protein",
+    "mice liver drug",
+    "dense vector index",
+    "rerank cross encoder",
+]
 
 
 @pytest.fixture()
@@ -67,7 +75,9 @@ def test_save_load_round_trip(index, tmp_path, tiny_bi_path):
     path = index.save(tmp_path / "idx")
     loaded = FaissIndex.load(path, get_bi_encoder(tiny_bi_path))
     assert [d.text for d in loaded.documents] == TEXTS
-    assert [h.document.id for h in loaded.search("cancer risk", 4)] == [h.document.id for h in index.search("cancer risk", 4)]
+    assert [h.document.id for h in loaded.search("cancer risk", 4)] == [
+        h.document.id for h in index.search("cancer risk", 4)
+    ]
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["count"] == len(TEXTS) and manifest["embedding_dimension"] == get_bi_encoder(tiny_bi_path).dimension
     assert not list(tmp_path.glob(".idx.*")), "no staging directories left behind"
@@ -187,7 +197,9 @@ def test_loading_never_unpickles(index, tmp_path, tiny_bi_path, monkeypatch):
 
 
 def test_metadata_paths_are_never_used_to_write(index, tmp_path, tiny_bi_path):
-    index.add_texts(["evil"], metadatas=[{"source": "../../escape.txt", "path": str(tmp_path / "outside.txt")}], ids=["../x"])
+    index.add_texts(
+        ["evil"], metadatas=[{"source": "../../escape.txt", "path": str(tmp_path / "outside.txt")}], ids=["../x"]
+    )
     path = index.save(tmp_path / "target" / "idx")
     assert sorted(p.name for p in path.iterdir()) == ["documents.jsonl", "index.faiss", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]
@@ -245,8 +257,9 @@ def test_split_index_round_trip_and_refusals(tiny_bi_path, tmp_path):
     loaded = FaissIndex.load(path, backend)
     assert loaded.long_documents == "split" and loaded.passage_overlap == 8
     for query in ("seoul korea city", "cancer", "brain"):
-        assert [(h.document.id, round(h.score, 5)) for h in loaded.search(query, k=5)] == \
-               [(h.document.id, round(h.score, 5)) for h in split.search(query, k=5)]
+        assert [(h.document.id, round(h.score, 5)) for h in loaded.search(query, k=5)] == [
+            (h.document.id, round(h.score, 5)) for h in split.search(query, k=5)
+        ]
     with pytest.raises(IndexLoadError, match="long_documents"):
         FaissIndex.load(path, backend, long_documents="truncate")
     import numpy as np

@@ -34,8 +34,13 @@ def test_resolution_in_a_fresh_offline_process_is_fast(offline):
         "import time; t=time.time(); from rerank_plugins import resolve_model_path; "
         f"print(resolve_model_path('{HUB_ID}')); assert time.time()-t < 20"
     )
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert str(offline) in result.stdout
 

@@ -64,7 +64,9 @@ def test_compressor_returns_sorted_copies_and_never_mutates(tiny_cross_path, doc
 def test_compressor_sigmoid_threshold_and_min_keep(tiny_cross_path, documents):
     strict = CrossEncoderReranker(model=str(tiny_cross_path), top_n=None, scale="sigmoid", score_threshold=1.01)
     assert strict.compress_documents(documents, "cancer") == []
-    kept = CrossEncoderReranker(model=str(tiny_cross_path), top_n=None, scale="sigmoid", score_threshold=1.01, min_keep=2)
+    kept = CrossEncoderReranker(
+        model=str(tiny_cross_path), top_n=None, scale="sigmoid", score_threshold=1.01, min_keep=2
+    )
     out = kept.compress_documents(documents, "cancer")
     assert len(out) == 2 and all(0 <= d.metadata["rerank_score"] <= 1 for d in out)
 
@@ -83,7 +85,9 @@ def test_compressor_rejects_non_documents(tiny_cross_path):
 
 async def test_async_compress_matches_sync(tiny_cross_path, documents):
     reranker = CrossEncoderReranker(model=str(tiny_cross_path), top_n=3)
-    assert await reranker.acompress_documents(documents, "cancer risk") == reranker.compress_documents(documents, "cancer risk")
+    assert await reranker.acompress_documents(documents, "cancer risk") == reranker.compress_documents(
+        documents, "cancer risk"
+    )
 
 
 @pytest.fixture()
@@ -116,8 +120,9 @@ def test_retriever_without_reranker_returns_first_stage_top_n(tiny_bi_path, docu
 
 def test_retriever_can_split_long_documents(tiny_bi_path, documents):
     long = Document(page_content=" ".join(f"gene{i}" for i in range(40)) + " seoul korea city", id="long")
-    split = TwoStageRetriever.from_documents([*documents, long], BiEncoderEmbeddings(model=str(tiny_bi_path)),
-                                             top_k=10, top_n=10, long_documents="split")
+    split = TwoStageRetriever.from_documents(
+        [*documents, long], BiEncoderEmbeddings(model=str(tiny_bi_path)), top_k=10, top_n=10, long_documents="split"
+    )
     assert split.index.long_documents == "split" and split.index._faiss.ntotal > len(documents) + 1
     out = split.invoke("seoul korea city")
     assert len(out) == len(documents) + 1 and len({d.id for d in out}) == len(out)  # the long one appears once
@@ -149,7 +154,9 @@ def test_retriever_in_an_lcel_chain(retriever):
 def test_retriever_save_and_load(retriever, tmp_path, tiny_bi_path, tiny_cross_path):
     retriever.save(tmp_path / "idx")
     loaded = TwoStageRetriever.load(
-        tmp_path / "idx", BiEncoderEmbeddings(model=str(tiny_bi_path)),
-        CrossEncoderReranker(model=str(tiny_cross_path), top_n=2), top_k=4,
+        tmp_path / "idx",
+        BiEncoderEmbeddings(model=str(tiny_bi_path)),
+        CrossEncoderReranker(model=str(tiny_cross_path), top_n=2),
+        top_k=4,
     )
     assert loaded.invoke("cancer risk") == retriever.invoke("cancer risk")

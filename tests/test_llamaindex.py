@@ -16,7 +16,9 @@ TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul ko
 
 @pytest.fixture()
 def nodes():
-    return [NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"n": i}), score=0.1 * i) for i, t in enumerate(TEXTS)]
+    return [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}", metadata={"n": i}), score=0.1 * i) for i, t in enumerate(TEXTS)
+    ]
 
 
 def test_postprocessor_scores_copies_and_never_mutates(tiny_cross_path, nodes):
@@ -60,8 +62,10 @@ async def test_embedding_async(tiny_bi_path):
 @pytest.fixture()
 def retriever(tiny_bi_path, tiny_cross_path, nodes):
     return TwoStageRetriever.from_nodes(
-        [n.node for n in nodes], BiEncoderEmbedding(model_name=str(tiny_bi_path)),
-        CrossEncoderRerank(model=str(tiny_cross_path), top_n=2), top_k=4,
+        [n.node for n in nodes],
+        BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+        CrossEncoderRerank(model=str(tiny_cross_path), top_n=2),
+        top_k=4,
     )
 
 
@@ -74,10 +78,15 @@ def test_retriever_returns_reranked_nodes(retriever):
 
 def test_retriever_can_split_long_nodes(tiny_bi_path, nodes):
     long = TextNode(text=" ".join(f"gene{i}" for i in range(40)) + " seoul korea city", id_="long")
-    split = TwoStageRetriever.from_nodes([*[n.node for n in nodes], long], BiEncoderEmbedding(model_name=str(tiny_bi_path)),
-                                         top_k=10, top_n=10, long_documents="split")
+    split = TwoStageRetriever.from_nodes(
+        [*[n.node for n in nodes], long],
+        BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+        top_k=10,
+        top_n=10,
+        long_documents="split",
+    )
     out = split.retrieve("seoul korea city")
-    assert split.pipeline.index.long_documents == "split"
+    assert split.index.long_documents == "split"
     assert len(out) == len(nodes) + 1 and len({n.node.node_id for n in out}) == len(out)
 
 

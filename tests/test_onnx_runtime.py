@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from rerank_plugins import BiEncoderBackend, CrossEncoderBackend  # noqa: E402
-from rerank_plugins.models import onnx  # noqa: E402
+from rerank_plugins.models.runtimes import guard, onnx  # noqa: E402
 
 DOCS = ["cancer gene risk", "heart blood dose " * 5, "brain immune virus", "", "seoul korea city " * 30]
 
@@ -16,15 +16,21 @@ DOCS = ["cancer gene risk", "heart blood dose " * 5, "brain immune virus", "", "
 def test_onnx_cross_encoder_matches_torch_and_flags_truncation(tiny_cross_path):
     torch_backend = CrossEncoderBackend(tiny_cross_path)
     onnx_backend = CrossEncoderBackend(tiny_cross_path, runtime="onnx")
-    np.testing.assert_allclose(onnx_backend.score("cancer risk", DOCS), torch_backend.score("cancer risk", DOCS), atol=1e-4)
-    assert [r.truncated for r in onnx_backend.rank("cancer", DOCS)] == [r.truncated for r in torch_backend.rank("cancer", DOCS)]
+    np.testing.assert_allclose(
+        onnx_backend.score("cancer risk", DOCS), torch_backend.score("cancer risk", DOCS), atol=1e-4
+    )
+    assert [r.truncated for r in onnx_backend.rank("cancer", DOCS)] == [
+        r.truncated for r in torch_backend.rank("cancer", DOCS)
+    ]
 
 
 def test_onnx_bi_encoder_matches_torch(tiny_bi_path):
     torch_backend = BiEncoderBackend(tiny_bi_path, cache_size=0)
     onnx_backend = BiEncoderBackend(tiny_bi_path, runtime="onnx", cache_size=0)
     np.testing.assert_allclose(onnx_backend.encode_documents(DOCS), torch_backend.encode_documents(DOCS), atol=1e-4)
-    np.testing.assert_allclose(onnx_backend.encode_queries(["cancer"]), torch_backend.encode_queries(["cancer"]), atol=1e-4)
+    np.testing.assert_allclose(
+        onnx_backend.encode_queries(["cancer"]), torch_backend.encode_queries(["cancer"]), atol=1e-4
+    )
 
 
 def test_export_is_cached_by_model_content(tiny_cross_path, tmp_path, monkeypatch):
@@ -40,9 +46,16 @@ def test_export_is_cached_by_model_content(tiny_cross_path, tmp_path, monkeypatc
 
 def test_int8_guard_refuses_an_export_that_ranks_differently(tiny_cross_path, tmp_path, monkeypatch):
     monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
-    monkeypatch.setattr(onnx.OnnxModel, "__call__", lambda self, features: np.random.default_rng(0).normal(
-        size=(len(features["input_ids"]), 1)) if "int8" in self.path.name else _real_call(self, features))
-    with pytest.raises(onnx.QuantizationQualityError, match="refused"):
+    monkeypatch.setattr(
+        onnx.OnnxModel,
+        "__call__",
+        lambda self, features: (
+            np.random.default_rng(0).normal(size=(len(features["input_ids"]), 1))
+            if "int8" in self.path.name
+            else _real_call(self, features)
+        ),
+    )
+    with pytest.raises(guard.QuantizationQualityError, match="refused"):
         CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
     assert not list(tmp_path.glob("onnx/*/model-int8.onnx")), "a refused export is not kept"
 
@@ -51,7 +64,9 @@ _real_call = onnx.OnnxModel.__call__
 
 
 @pytest.mark.parametrize("kind", ["cross", "bi"])
-def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(tiny_cross_path, tiny_bi_path, tmp_path, monkeypatch, kind):
+def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(
+    tiny_cross_path, tiny_bi_path, tmp_path, monkeypatch, kind
+):
     monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
     measured = []
 
@@ -59,7 +74,7 @@ def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(tiny_cross_p
         measured.append(len(reference))
         return {"top10_overlap": 1.0, "spearman": 1.0, "queries": len(reference)}
 
-    monkeypatch.setattr(onnx, "ranking_agreement", agreement)
+    monkeypatch.setattr(guard, "ranking_agreement", agreement)
     if kind == "cross":
         assert CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("cancer", DOCS).shape == (len(DOCS),)
     else:
@@ -76,6 +91,6 @@ def test_int8_export_runs_the_guard_and_is_kept_when_rankings_agree(tiny_cross_p
 
 def test_ranking_agreement_and_spearman():
     a = np.arange(20, dtype=float)
-    assert onnx.ranking_agreement([a], [a]) == {"top10_overlap": 1.0, "spearman": 1.0, "queries": 1}
-    assert onnx.spearman(a, -a) == pytest.approx(-1.0)
-    assert onnx.ranking_agreement([a], [-a])["top10_overlap"] == 0.0
+    assert guard.ranking_agreement([a], [a]) == {"top10_overlap": 1.0, "spearman": 1.0, "queries": 1}
+    assert guard.spearman(a, -a) == pytest.approx(-1.0)
+    assert guard.ranking_agreement([a], [-a])["top10_overlap"] == 0.0

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rerank_plugins"
 
 
@@ -24,7 +26,7 @@ def test_core_imports_with_both_frameworks_missing():
     code = (
         "import sys\n"
         "for name in ('langchain_core', 'llama_index', 'llama_index.core'): sys.modules[name] = None\n"
-        "import rerank_plugins, rerank_plugins.retrieval, rerank_plugins.index, rerank_plugins.training\n"
+        "import rerank_plugins, rerank_plugins.pipeline, rerank_plugins.first_stage, rerank_plugins.training\n"
         "import rerank_plugins.evaluation.evaluate, rerank_plugins.cli, rerank_plugins.quickstart\n"
         "for adapter in ('rerank_plugins.langchain', 'rerank_plugins.llamaindex'):\n"
         "    try:\n"
@@ -41,8 +43,21 @@ def test_core_imports_with_both_frameworks_missing():
 
 
 def test_bundled_demo_data_ships_with_its_notice():
-    from rerank_plugins.quickstart import demo_data_path
+    from rerank_plugins.data import demo_data_path
 
     data = demo_data_path()
     assert (data / "NOTICE.txt").read_text().count("CC BY 4.0") == 1
     assert {p.name for p in data.iterdir()} >= {"corpus.jsonl.gz", "queries.jsonl", "qrels", "NOTICE.txt"}
+
+
+def test_source_is_ruff_clean():
+    """The rule set in pyproject.toml ([tool.ruff]) holds: lint and format, sources, tests, benchmarks, examples."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed (it comes with the dev extra)")
+    root = PACKAGE.parents[1]
+    paths = ["src", "tests", "bench", "examples", "scripts"]
+    lint = subprocess.run([ruff, "check", *paths], cwd=root, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    formatted = subprocess.run([ruff, "format", "--check", *paths], cwd=root, capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout

@@ -26,11 +26,13 @@ def test_retrievers_share_with_the_adapters_they_were_built_from(tiny_bi_path, t
     from llama_index.core.schema import TextNode
 
     lc_retriever = lc.TwoStageRetriever.from_documents(
-        [Document(page_content="cancer risk")], lc.BiEncoderEmbeddings(model=str(tiny_bi_path)),
+        [Document(page_content="cancer risk")],
+        lc.BiEncoderEmbeddings(model=str(tiny_bi_path)),
         lc.CrossEncoderReranker(model=str(tiny_cross_path)),
     )
     li_retriever = li.TwoStageRetriever.from_nodes(
-        [TextNode(text="cancer risk")], li.BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+        [TextNode(text="cancer risk")],
+        li.BiEncoderEmbedding(model_name=str(tiny_bi_path)),
         li.CrossEncoderRerank(model=str(tiny_cross_path)),
     )
     assert lc_retriever.index.embedder is li_retriever.index.embedder

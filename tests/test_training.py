@@ -10,14 +10,31 @@ import pytest
 
 from rerank_plugins import CrossEncoderBackend, get_bi_encoder
 from rerank_plugins.cli import main
+from rerank_plugins.data import from_pairs, load_beir
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, distinct_passage_batches
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, _groups
-from rerank_plugins.training.data import from_pairs, load_beir
-from rerank_plugins.training.mining import corpus_index, mine_hard_negatives
+from rerank_plugins.training.mining import corpus_first_stage, mine_hard_negatives
 from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
 
-WORDS = "cells protein gene cancer risk patients disease mice blood brain heart liver immune virus drug dose".split()
+WORDS = [
+    "cells",
+    "protein",
+    "gene",
+    "cancer",
+    "risk",
+    "patients",
+    "disease",
+    "mice",
+    "blood",
+    "brain",
+    "heart",
+    "liver",
+    "immune",
+    "virus",
+    "drug",
+    "dose",
+]
 
 
 def _pairs(n: int = 48, seed: int = 0) -> list[tuple[str, str]]:
@@ -34,17 +51,23 @@ def beir_dir(tmp_path_factory) -> Path:
     """A tiny BEIR-layout data set with train and test splits."""
     root = tmp_path_factory.mktemp("beir")
     pairs = _pairs(60)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": p}) + "\n" for i, (_, p) in enumerate(pairs)))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, (q, _) in enumerate(pairs)))
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "title": "", "text": p}) + "\n" for i, (_, p) in enumerate(pairs))
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, (q, _) in enumerate(pairs))
+    )
     (root / "qrels").mkdir()
     for split, ids in (("train", range(0, 44)), ("test", range(44, 60))):
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in ids))
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in ids)
+        )
     return root
 
 
 def test_hard_negatives_exclude_every_known_positive(tiny_bi_path):
     data = from_pairs(_pairs())
-    index = corpus_index(data, get_bi_encoder(tiny_bi_path))
+    index = corpus_first_stage(data, get_bi_encoder(tiny_bi_path))
     for strategy in ("hard", "random"):
         negatives = mine_hard_negatives(data, index, num_negatives=4, depth=10, strategy=strategy)
         for query_id, docs in negatives.items():
@@ -54,18 +77,30 @@ def test_hard_negatives_exclude_every_known_positive(tiny_bi_path):
 def test_each_epoch_draws_fresh_negatives_from_the_pool():
     data = from_pairs(_pairs(12))
     pools = {q: [d for d in data.corpus if d not in data.qrels[q]] for q in data.queries}  # 11 negatives each
-    pools[data.labelled_queries[0]] = pools[data.labelled_queries[0]][:2]  # too few for 3: skipped in every epoch
+    pools[data.labelled_queries[0]] = []  # no negative at all: skipped in every epoch
+    small = data.labelled_queries[1]
+    pools[small] = pools[small][:2]  # fewer than 3: drawn with replacement
     epochs = [_groups(data, pools, 3, seed) for seed in (0, 1)]
     assert len(epochs[0]) == len(epochs[1]) == 11
     assert [(q, p) for q, p, _ in epochs[0]] == [(q, p) for q, p, _ in epochs[1]]
+    small_pool = {data.corpus[d] for d in pools[small]}
     for groups in epochs:
-        for _, positive, negatives in groups:
-            assert len(negatives) == 3 == len(set(negatives)) and positive not in negatives
+        for query, positive, negatives in groups:
+            assert len(negatives) == 3 and positive not in negatives
+            if query == data.queries[small]:
+                assert set(negatives) <= small_pool
+            else:
+                assert len(set(negatives)) == 3
     assert [n for _, _, n in epochs[0]] != [n for _, _, n in epochs[1]]
 
 
 def test_batches_never_repeat_a_passage():
-    examples = [("q1", "a", "shared", []), ("q2", "b", "shared", []), ("q3", "c", "other", ["shared"]), ("q4", "d", "x", [])]
+    examples = [
+        ("q1", "a", "shared", []),
+        ("q2", "b", "shared", []),
+        ("q3", "c", "other", ["shared"]),
+        ("q4", "d", "x", []),
+    ]
     batches = distinct_passage_batches(examples, batch_size=4, seed=0)
     assert sum(len(b) for b in batches) == 4
     for batch in batches:
@@ -75,10 +110,17 @@ def test_batches_never_repeat_a_passage():
 
 def test_train_both_stages_then_evaluate_and_load(tmp_path, beir_dir, tiny_bi_path):
     train, test = load_beir(beir_dir, "train"), load_beir(beir_dir, "test")
-    bi_path, bi_log = train_bi_encoder_on(train, tmp_path / "bi", base_model=str(tiny_bi_path),
-                                          config=BiEncoderTrainingConfig(epochs=2, batch_size=8, max_length=64))
+    bi_path, bi_log = train_bi_encoder_on(
+        train,
+        tmp_path / "bi",
+        base_model=str(tiny_bi_path),
+        config=BiEncoderTrainingConfig(epochs=2, batch_size=8, max_length=64),
+    )
     cross_path, cross_log = train_cross_encoder_on(
-        train, tmp_path / "cross", base_model=str(tiny_bi_path), bi_encoder=str(bi_path),
+        train,
+        tmp_path / "cross",
+        base_model=str(tiny_bi_path),
+        bi_encoder=str(bi_path),
         config=CrossEncoderTrainingConfig(epochs=2, num_negatives=3, max_length=64),
     )
     assert bi_log.steps > 0 and cross_log.steps > 0 and len(cross_log.evaluations) == 2
@@ -86,8 +128,13 @@ def test_train_both_stages_then_evaluate_and_load(tmp_path, beir_dir, tiny_bi_pa
     assert card["base_model"] == str(tiny_bi_path) and card["parameters"]["num_negatives"] == 3
     assert "held_out_pool_mrr@10" in (cross_path / "README.md").read_text()
 
-    report = evaluate_two_stage(test, corpus_index(test, get_bi_encoder(bi_path)), CrossEncoderBackend(cross_path),
-                                first_stage_k=10, show_progress=False)
+    report = evaluate_two_stage(
+        test,
+        corpus_first_stage(test, get_bi_encoder(bi_path)),
+        CrossEncoderBackend(cross_path),
+        first_stage_k=10,
+        show_progress=False,
+    )
     first, reranked = report["metrics"]["first_stage"], report["metrics"]["reranked"]
     assert first["recall@10"] == pytest.approx(reranked["recall@10"]), "a reranker only reorders its candidates"
     assert set(first) == set(reranked) >= {"hit@1", "hit@10", "mrr@10", "ndcg@10", "recall@10"}
@@ -101,43 +148,151 @@ def test_train_both_stages_then_evaluate_and_load(tmp_path, beir_dir, tiny_bi_pa
 
 def test_time_budget_stops_training(tmp_path, beir_dir, tiny_bi_path):
     train = load_beir(beir_dir, "train")
-    _, log = train_cross_encoder_on(train, tmp_path / "cross", base_model=str(tiny_bi_path), bi_encoder=str(tiny_bi_path),
-                                    config=CrossEncoderTrainingConfig(epochs=50, num_negatives=3, max_length=64, time_budget_s=0.0))
+    _, log = train_cross_encoder_on(
+        train,
+        tmp_path / "cross",
+        base_model=str(tiny_bi_path),
+        bi_encoder=str(tiny_bi_path),
+        config=CrossEncoderTrainingConfig(epochs=50, num_negatives=3, max_length=64, time_budget_s=0.0),
+    )
     assert log.stopped_by_time_budget and log.steps == 1
 
 
 def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
-    assert main(["train-cross", "--data", str(beir_dir), "--split", "train", "--output", str(tmp_path / "ce"),
-                 "--base-model", str(tiny_bi_path), "--bi-encoder", str(tiny_bi_path), "--num-negatives", "3",
-                 "--max-length", "64"]) == 0
+    assert (
+        main(
+            [
+                "train-cross",
+                "--data",
+                str(beir_dir),
+                "--split",
+                "train",
+                "--output",
+                str(tmp_path / "ce"),
+                "--base-model",
+                str(tiny_bi_path),
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--num-negatives",
+                "3",
+                "--max-length",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "Cross-encoder saved to" in capsys.readouterr().out
     out = tmp_path / "report.json"
-    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
-                 "--cross-encoder", str(tmp_path / "ce"), "--first-stage-k", "10", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(beir_dir),
+                "--split",
+                "test",
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--cross-encoder",
+                str(tmp_path / "ce"),
+                "--first-stage-k",
+                "10",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     for stage in ("first_stage", "reranked"):
         assert {"hit@10", "mrr@10", "ndcg@10", "recall@10"} <= set(report["metrics"][stage])
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
     stored = json.loads((tmp_path / "ce" / "rerank_plugins_training.json").read_text())["fusion"]
     assert 0 <= stored["weight"] <= 1 and len(stored["ndcg@10_by_weight"]) == 11
-    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
-                 "--cross-encoder", str(tmp_path / "ce"), "--fusion-weight", "auto", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(beir_dir),
+                "--split",
+                "test",
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--cross-encoder",
+                str(tmp_path / "ce"),
+                "--fusion-weight",
+                "auto",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fused = json.loads(out.read_text())
     assert fused["fusion_weight"] == stored["weight"] and "reranker_only" in fused["metrics"]
-    assert main(["evaluate", "--data", str(beir_dir), "--split", "test", "--bi-encoder", str(tiny_bi_path),
-                 "--cross-encoder", str(tmp_path / "ce"), "--split-long-documents", "--rerank-long-documents", "window",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(beir_dir),
+                "--split",
+                "test",
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--cross-encoder",
+                str(tmp_path / "ce"),
+                "--split-long-documents",
+                "--rerank-long-documents",
+                "window",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     # no document here is longer than the tiny model's limit, so splitting changes nothing in the first stage
     assert json.loads(out.read_text())["metrics"]["first_stage"] == fused["metrics"]["first_stage"]
 
 
 def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
-    assert main(["index", "--data", str(beir_dir), "--bi-encoder", str(tiny_bi_path), "--output", str(tmp_path / "idx")]) == 0
-    assert main(["search", "--index", str(tmp_path / "idx"), "--bi-encoder", str(tiny_bi_path), "--query", "cancer risk",
-                 "--top-n", "2"]) == 0
+    assert (
+        main(["index", "--data", str(beir_dir), "--bi-encoder", str(tiny_bi_path), "--output", str(tmp_path / "idx")])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--query",
+                "cancer risk",
+                "--top-n",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "cosine" in capsys.readouterr().out
-    assert main(["index", "--data", str(beir_dir), "--bi-encoder", str(tiny_bi_path), "--split-long-documents",
-                 "--output", str(tmp_path / "split")]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--data",
+                str(beir_dir),
+                "--bi-encoder",
+                str(tiny_bi_path),
+                "--split-long-documents",
+                "--output",
+                str(tmp_path / "split"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "split" / "manifest.json").read_text())["long_documents"] == "split"
 
 
@@ -176,6 +331,8 @@ def test_schedule_is_replanned_to_fit_the_time_budget():
 
     groups = [{"params": [weight], "lr": 0.1}]
     optimizer_lr = [lambda: groups[0].get("lr")]
-    log = optimise(model, groups, lambda epoch: list(range(1000)), step, epochs=1, time_budget_s=0.3, show_progress=False)
+    log = optimise(
+        model, groups, lambda epoch: list(range(1000)), step, epochs=1, time_budget_s=0.3, show_progress=False
+    )
     assert log.stopped_by_time_budget and log.budgeted_steps is not None and log.budgeted_steps < 1000
     assert lrs[-1] < 0.5 * max(lrs), "the learning rate decays within the budget"

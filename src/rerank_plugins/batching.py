@@ -86,7 +86,9 @@ class MicroBatcher(Generic[Item, Result]):
                     future.set_result(result)
 
 
-def run_grouped(items: Sequence[Any], key: Callable[[Any], Any], process_group: Callable[[list[Any]], list[Any]]) -> list[Any]:
+def run_grouped(
+    items: Sequence[Any], key: Callable[[Any], Any], process_group: Callable[[list[Any]], list[Any]]
+) -> list[Any]:
     """Process ``items`` in groups of equal ``key`` and return the results in the items' order."""
     results: list[Any] = [None] * len(items)
     groups: dict[Any, list[int]] = {}

@@ -7,66 +7,128 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from rerank_plugins.data import load_dataset
+from rerank_plugins.first_stage import FIRST_STAGES, load_first_stage
+from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
+from rerank_plugins.training.recipes import NEGATIVE_KINDS
 
 BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
-SPLIT_HELP = "embed every passage of documents longer than the bi-encoder's max length (default: only their beginning)"
+SPLIT_HELP = "embed every passage of documents longer than the bi-encoder's max length (default: their beginning)"
+SCORE_LABELS = {"dense": "cosine", "lexical": "bm25", "hybrid": "fused"}
+ANALYZERS = ("auto", "english", "korean-bigram", "korean-morph", "generic")
 
 
 def _add_data(parser: argparse.ArgumentParser, split_default: str) -> None:
-    parser.add_argument("--data", required=True, help="BEIR folder, SQuAD/KorQuAD .json, or (query, positive[, negative]) .jsonl/.csv")
-    parser.add_argument("--split", default=split_default, help="qrels split (BEIR) or train/test (SQuAD) (default: %(default)s)")
+    parser.add_argument(
+        "--data", required=True, help="BEIR folder, SQuAD/KorQuAD .json, or (query, positive[, negative]) .jsonl/.csv"
+    )
+    parser.add_argument(
+        "--split", default=split_default, help="qrels split (BEIR) or train/test (SQuAD) (default: %(default)s)"
+    )
+
+
+def _add_first_stage(parser: argparse.ArgumentParser, what: str = "first stage") -> None:
+    parser.add_argument(
+        "--first-stage",
+        default="dense",
+        choices=FIRST_STAGES,
+        help=f"{what}: dense (FAISS), lexical (BM25) or hybrid (both fused) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--analyzer",
+        default="auto",
+        choices=ANALYZERS,
+        help="lexical analyzer; auto picks from the corpus's scripts (default: %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rerank-plugins", description="Two-stage retrieval: bi-encoder + FAISS, then a cross-encoder rerank.")
+    parser = argparse.ArgumentParser(
+        prog="rerank-plugins",
+        description="Two-stage retrieval: a first stage's candidates, then a cross-encoder rerank.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    quick = commands.add_parser("quickstart", help="offline demo: train a reranker on bundled data, evaluate before/after, use it")
-    quick.add_argument("--output", default="runs/quickstart", help="where models, index and report go (default: %(default)s)")
+    quick = commands.add_parser(
+        "quickstart", help="offline demo: train a reranker on bundled data, evaluate before/after, use it"
+    )
+    quick.add_argument("--output", default="runs/quickstart", help="models, index and report (default: %(default)s)")
     quick.add_argument("--time-budget", type=float, default=420.0, help="seconds of training (default: %(default)s)")
-    quick.add_argument("--first-stage-k", type=int, default=20, help="candidates reranked per query (default: %(default)s)")
-    quick.add_argument("--train-bi-encoder", action="store_true", help="also fine-tune the bi-encoder (shares the time budget)")
+    quick.add_argument("--first-stage-k", type=int, default=20, help="candidates reranked (default: %(default)s)")
+    quick.add_argument(
+        "--first-stage",
+        default="hybrid",
+        choices=FIRST_STAGES,
+        help="first stage the reranker works on (default: %(default)s, the best measured)",
+    )
+    quick.add_argument(
+        "--train-bi-encoder", action="store_true", help="also fine-tune the bi-encoder (shares the time budget)"
+    )
 
-    index = commands.add_parser("index", help="embed a data set's corpus into a FAISS index directory")
+    index = commands.add_parser("index", help="index a data set's corpus into a first-stage directory")
     _add_data(index, "test")
+    _add_first_stage(index)
     index.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
-    index.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate")
+    index.add_argument(
+        "--index-type", default="flat", choices=["flat", "hnsw", "ivf"], help="dense index: exact (flat) or approximate"
+    )
     index.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
     index.add_argument("--output", required=True, help="index directory to write")
 
     search = commands.add_parser("search", help="query a saved index, optionally reranking")
-    search.add_argument("--index", required=True, help="index directory written by `index`")
+    search.add_argument("--index", required=True, help="index directory written by `index` (any first stage)")
     search.add_argument("--query", required=True, action="append", help="query text (repeat for several)")
     search.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     search.add_argument("--cross-encoder", help="reranker directory or hub id (omit for first stage only)")
     search.add_argument("--top-k", type=int, default=30, help="first-stage candidates (default: %(default)s)")
     search.add_argument("--top-n", type=int, default=5, help="results shown (default: %(default)s)")
 
-    train_bi = commands.add_parser("train-bi", help="fine-tune a bi-encoder (MultipleNegativesRankingLoss + mined hard negatives)")
+    train_bi = commands.add_parser("train-bi", help="fine-tune a bi-encoder (MultipleNegativesRankingLoss + negatives)")
     _add_data(train_bi, "train")
+    _add_first_stage(train_bi, "first stage that mines hard negatives")
+    _add_negatives(train_bi)
     train_bi.add_argument("--output", required=True, help="directory for the trained model")
     train_bi.add_argument("--base-model", default=DEFAULT_BACKBONE, help="model to start from (default: %(default)s)")
     train_bi.add_argument("--epochs", type=int, default=1)
-    train_bi.add_argument("--batch-size", type=int, default=32, help="pairs per step; more in-batch negatives (default: %(default)s)")
-    train_bi.add_argument("--hard-negatives", type=int, default=1, help="mined hard negatives per query (default: %(default)s)")
+    train_bi.add_argument(
+        "--batch-size", type=int, default=32, help="pairs per step; more in-batch negatives (default: %(default)s)"
+    )
+    train_bi.add_argument(
+        "--hard-negatives", type=int, default=1, help="negatives per query in each batch (default: %(default)s)"
+    )
     train_bi.add_argument("--learning-rate", type=float, default=2e-5)
     train_bi.add_argument("--max-length", type=int, default=256)
     train_bi.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
     train_bi.add_argument("--time-budget", type=float, help="stop training after this many seconds")
 
-    train_cross = commands.add_parser("train-cross", help="train a cross-encoder reranker on positives + mined hard negatives")
+    train_cross = commands.add_parser("train-cross", help="train a cross-encoder reranker on positives + negatives")
     _add_data(train_cross, "train")
+    _add_first_stage(train_cross, "first stage that mines hard negatives and tunes fusion")
+    _add_negatives(train_cross)
     train_cross.add_argument("--output", required=True, help="directory for the trained model")
     train_cross.add_argument("--base-model", default=DEFAULT_BACKBONE, help="backbone (default: %(default)s)")
-    train_cross.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help="model that mines hard negatives (default: %(default)s)")
-    train_cross.add_argument("--negatives", default="hard", choices=["hard", "random"], help="hard (bi-encoder top-k) or random")
-    train_cross.add_argument("--num-negatives", type=int, default=7,
-                             help="negatives per (query, positive) group, drawn afresh each epoch (default: %(default)s)")
-    train_cross.add_argument("--mining-depth", type=int, default=30,
-                             help="negatives are drawn from the bi-encoder's top-k, or from k random documents (default: %(default)s)")
+    train_cross.add_argument(
+        "--bi-encoder",
+        default=DEFAULT_BACKBONE,
+        help="embedding model of a dense or hybrid miner (default: %(default)s)",
+    )
+    train_cross.add_argument(
+        "--num-negatives",
+        type=int,
+        default=7,
+        help="negatives per (query, positive) group, drawn afresh each epoch (default: %(default)s)",
+    )
+    train_cross.add_argument(
+        "--mining-depth",
+        type=int,
+        default=30,
+        help="hard negatives come from the first stage's top-k (default: %(default)s)",
+    )
     train_cross.add_argument("--loss", default="listwise", choices=["listwise", "binary"])
     train_cross.add_argument("--epochs", type=int, default=1)
     train_cross.add_argument("--learning-rate", type=float, default=5e-5)
@@ -76,22 +138,43 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
     _add_data(evaluate, "test")
+    _add_first_stage(evaluate)
     evaluate.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     evaluate.add_argument("--cross-encoder", help="reranker (omit to evaluate the first stage alone)")
-    evaluate.add_argument("--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)")
-    evaluate.add_argument("--fusion-weight", help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1], "
-                          "or 'auto' for the weight stored with a reranker trained by rerank-plugins")
+    evaluate.add_argument(
+        "--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)"
+    )
+    evaluate.add_argument(
+        "--fusion-weight",
+        help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1], "
+        "or 'auto' for the weight stored with a reranker trained by rerank-plugins",
+    )
     evaluate.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
-    evaluate.add_argument("--rerank-long-documents", default="truncate", choices=["truncate", "window"],
-                          help="reranker reads the beginning of a long document, or scores overlapping windows and "
-                          "keeps the best (default: %(default)s)")
+    evaluate.add_argument(
+        "--rerank-long-documents",
+        default="truncate",
+        choices=["truncate", "window"],
+        help="reranker reads the beginning of a long document, or scores overlapping windows and "
+        "keeps the best (default: %(default)s)",
+    )
     evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
     return parser
 
 
+def _add_negatives(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--negatives",
+        choices=NEGATIVE_KINDS,
+        help="given (the data's own), hard (mined), random, or given+hard "
+        "(default: given+hard when the data has negatives, else hard)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # transformers' load reports and per-file progress bars; ours stay
         from transformers.utils import logging as hf_logging
 
@@ -99,83 +182,121 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     try:
         return _run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:
         print(f"rerank-plugins {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
-    from rerank_plugins.training.data import load_dataset
+def _corpus_stage(args: argparse.Namespace, dataset: Any) -> Any:
+    from rerank_plugins.training.mining import corpus_first_stage
 
+    embedder = None if args.first_stage == "lexical" else get_bi_encoder(args.bi_encoder)
+    options = {"long_documents": "split" if args.split_long_documents else "truncate"}
+    if getattr(args, "index_type", None):
+        options["index_type"] = args.index_type
+    return corpus_first_stage(dataset, embedder, args.first_stage, analyzer=args.analyzer, **options)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "quickstart":
         from rerank_plugins.quickstart import run_quickstart
 
-        run_quickstart(args.output, time_budget_s=args.time_budget, first_stage_k=args.first_stage_k,
-                       train_bi_encoder=args.train_bi_encoder)
+        run_quickstart(
+            args.output,
+            time_budget_s=args.time_budget,
+            first_stage_k=args.first_stage_k,
+            first_stage=args.first_stage,
+            train_bi_encoder=args.train_bi_encoder,
+        )
     elif args.command == "index":
-        from rerank_plugins.training.mining import corpus_index
-
         dataset = load_dataset(args.data, args.split)
-        path = corpus_index(dataset, get_bi_encoder(args.bi_encoder), index_type=args.index_type,
-                            long_documents=_index_long_documents(args)).save(args.output)
-        print(f"Indexed {len(dataset.corpus)} documents -> {path}")
+        path = _corpus_stage(args, dataset).save(args.output)
+        print(f"Indexed {len(dataset.corpus)} documents ({args.first_stage}) -> {path}")
     elif args.command == "search":
-        from rerank_plugins.index.store import FaissIndex
-        from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+        from rerank_plugins.pipeline import TwoStagePipeline
+        from rerank_plugins.rerank import RerankOptions
 
-        index = FaissIndex.load(args.index, get_bi_encoder(args.bi_encoder))
+        stage = load_first_stage(args.index, get_bi_encoder(args.bi_encoder))
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
-        pipeline = TwoStagePipeline(index, reranker, top_k=args.top_k, options=RerankOptions(top_n=args.top_n))
+        pipeline = TwoStagePipeline(stage, reranker, top_k=args.top_k, options=RerankOptions(top_n=args.top_n))
+        label = SCORE_LABELS.get(stage.describe()["kind"], "first stage")
         for query, results in zip(args.query, pipeline.retrieve_batch(args.query)):
             print(f"\n{query}")
             for rank, r in enumerate(results, 1):
                 rerank = "" if r.rerank_score is None else f"rerank {r.rerank_score:+.3f}  "
-                print(f"  {rank}. {rerank}cosine {r.retrieval_score:.3f}  [{r.document.id}] {r.document.text[:90]}")
+                print(f"  {rank}. {rerank}{label} {r.retrieval_score:.3f}  [{r.document.id}] {r.document.text[:90]}")
     elif args.command == "train-bi":
         from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
         from rerank_plugins.training.recipes import train_bi_encoder_on
 
-        config = BiEncoderTrainingConfig(epochs=args.epochs, batch_size=args.batch_size, hard_negatives_per_query=args.hard_negatives,
-                                         learning_rate=args.learning_rate, max_length=args.max_length, time_budget_s=args.time_budget)
-        path, log = train_bi_encoder_on(load_dataset(args.data, args.split), args.output, base_model=args.base_model,
-                                        held_out=args.held_out, config=config)
+        config = BiEncoderTrainingConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            hard_negatives_per_query=args.hard_negatives,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+            time_budget_s=args.time_budget,
+        )
+        path, log = train_bi_encoder_on(
+            load_dataset(args.data, args.split),
+            args.output,
+            base_model=args.base_model,
+            first_stage=args.first_stage,
+            analyzer=args.analyzer,
+            negatives=args.negatives,
+            held_out=args.held_out,
+            config=config,
+        )
         print(f"Bi-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
     elif args.command == "train-cross":
         from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
         from rerank_plugins.training.recipes import train_cross_encoder_on
 
-        config = CrossEncoderTrainingConfig(loss=args.loss, epochs=args.epochs, num_negatives=args.num_negatives,
-                                            learning_rate=args.learning_rate, max_length=args.max_length, time_budget_s=args.time_budget)
-        path, log = train_cross_encoder_on(load_dataset(args.data, args.split), args.output, base_model=args.base_model,
-                                           bi_encoder=args.bi_encoder, negatives=args.negatives,
-                                           mining_depth=args.mining_depth, held_out=args.held_out, config=config)
+        config = CrossEncoderTrainingConfig(
+            loss=args.loss,
+            epochs=args.epochs,
+            num_negatives=args.num_negatives,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+            time_budget_s=args.time_budget,
+        )
+        path, log = train_cross_encoder_on(
+            load_dataset(args.data, args.split),
+            args.output,
+            base_model=args.base_model,
+            bi_encoder=args.bi_encoder,
+            first_stage=args.first_stage,
+            analyzer=args.analyzer,
+            negatives=args.negatives,
+            mining_depth=args.mining_depth,
+            held_out=args.held_out,
+            config=config,
+        )
         print(f"Cross-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
     elif args.command == "evaluate":
         from rerank_plugins.evaluation.evaluate import evaluate_two_stage
         from rerank_plugins.evaluation.report import markdown_table, write_report
-        from rerank_plugins.training.mining import corpus_index
 
         dataset = load_dataset(args.data, args.split)
-        index = corpus_index(dataset, get_bi_encoder(args.bi_encoder), long_documents=_index_long_documents(args))
-        from rerank_plugins.fusion import stored_fusion_weight
-
+        stage = _corpus_stage(args, dataset)
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
         weight = args.fusion_weight
         if weight == "auto":
             weight = stored_fusion_weight(reranker.path) if reranker else None
         elif weight is not None:
             weight = float(weight)
-        report = evaluate_two_stage(dataset, index, reranker, first_stage_k=args.first_stage_k, fusion_weight=weight,
-                                    long_documents=args.rerank_long_documents)
+        report = evaluate_two_stage(
+            dataset,
+            stage,
+            reranker,
+            first_stage_k=args.first_stage_k,
+            fusion_weight=weight,
+            long_documents=args.rerank_long_documents,
+        )
         written = write_report(report, args.output)
         print(markdown_table(report))
         print("Report: " + json.dumps({k: str(v) for k, v in written.items()}))
     return 0
-
-
-def _index_long_documents(args: argparse.Namespace) -> str:
-    return "split" if args.split_long_documents else "truncate"
 
 
 if __name__ == "__main__":

@@ -5,25 +5,19 @@ Runs on the SciFact subset bundled with the package, from the packaged all-MiniL
 
 from __future__ import annotations
 
-import importlib.resources
 import time
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins.data import demo_data_path, load_beir
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.evaluation.report import markdown_table, write_report
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
-from rerank_plugins.training.data import load_beir
-from rerank_plugins.training.mining import corpus_index
+from rerank_plugins.training.mining import corpus_first_stage
 from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
-
-
-def demo_data_path() -> Path:
-    """The bundled SciFact subset (BEIR layout; see its NOTICE.txt for source and licence)."""
-    return Path(str(importlib.resources.files("rerank_plugins") / "data" / "scifact-mini"))
 
 
 def demo_reranker(
@@ -42,7 +36,8 @@ def demo_reranker(
     target = Path(candidates[-1])
     say(f"No trained reranker found; training one for {time_budget_s:.0f} s on the bundled data -> {target}")
     path, _ = train_cross_encoder_on(
-        load_beir(demo_data_path(), "train"), target,
+        load_beir(demo_data_path(), "train"),
+        target,
         config=CrossEncoderTrainingConfig(max_length=128, time_budget_s=time_budget_s),
     )
     return path
@@ -53,9 +48,15 @@ def run_quickstart(
     *,
     time_budget_s: float = 420.0,
     first_stage_k: int = 20,
+    first_stage: str = "hybrid",
     train_bi_encoder: bool = False,
     say=print,
 ) -> dict[str, Any]:
+    """Train on the bundled training claims, evaluate on its test claims, then use the models in both frameworks.
+
+    ``first_stage`` (dense, lexical or hybrid) mines the reranker's hard negatives, tunes its fusion weight and
+    is the stage evaluated and reranked.
+    """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     data = demo_data_path()
@@ -66,22 +67,37 @@ def run_quickstart(
     bi_encoder = DEFAULT_BACKBONE
     if train_bi_encoder:
         say("\n[1/4] Fine-tuning the bi-encoder (MultipleNegativesRankingLoss, mined hard negatives)")
-        path, _ = train_bi_encoder_on(train, output / "bi-encoder",
-                                      config=BiEncoderTrainingConfig(time_budget_s=time_budget_s / 3))
+        path, _ = train_bi_encoder_on(
+            train, output / "bi-encoder", config=BiEncoderTrainingConfig(time_budget_s=time_budget_s / 3)
+        )
         bi_encoder = str(path)
-    say("\n[2/4] Training a cross-encoder from the MiniLM backbone on hard negatives from the bi-encoder")
+    say(
+        f"\n[2/4] Training a cross-encoder from the MiniLM backbone on hard negatives from the {first_stage} "
+        "first stage"
+    )
     budget = time_budget_s * (2 / 3 if train_bi_encoder else 1)
     cross_path, log = train_cross_encoder_on(
-        train, output / "cross-encoder", bi_encoder=bi_encoder,
+        train,
+        output / "cross-encoder",
+        bi_encoder=bi_encoder,
+        first_stage=first_stage,
         config=CrossEncoderTrainingConfig(max_length=128, epochs=2, time_budget_s=budget),
     )
     weight = stored_fusion_weight(cross_path)
     say(f"      {log.steps}/{log.planned_steps} steps in {log.seconds:.0f} s -> {cross_path}")
-    say(f"      fusion weight tuned on held-out training claims: a = {weight} (1 = reranker alone, 0 = first stage alone)")
+    say(
+        f"      fusion weight tuned on held-out training claims: a = {weight} "
+        "(1 = reranker alone, 0 = first stage alone)"
+    )
 
-    say(f"\n[3/4] Evaluating on {len(test.queries)} test claims: first stage top-{first_stage_k} vs reranked (fused, a = {weight})")
-    index = corpus_index(test, get_bi_encoder(bi_encoder))
-    report = evaluate_two_stage(test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k, fusion_weight=weight)
+    say(
+        f"\n[3/4] Evaluating on {len(test.queries)} test claims: first stage top-{first_stage_k} "
+        f"vs reranked (fused, a = {weight})"
+    )
+    index = corpus_first_stage(test, get_bi_encoder(bi_encoder), first_stage)
+    report = evaluate_two_stage(
+        test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k, fusion_weight=weight
+    )
     report["training"] = {"cross_encoder_steps": log.steps, "cross_encoder_seconds": log.seconds}
     written = write_report(report, output / "report.json")
     say(markdown_table(report))
@@ -107,8 +123,10 @@ def _langchain_demo(bi_encoder: str, cross_encoder: str, index, query: str, say)
     say(f"  LangChain TwoStageRetriever.invoke({query!r}):")
     for doc in retriever.invoke(query):
         meta = doc.metadata
-        say(f"    fused {meta.get('fused_score', float('nan')):+.2f}  rerank {meta['rerank_score']:+.3f}  "
-            f"cosine {meta['retrieval_score']:.3f}  {doc.page_content[:60]}...")
+        say(
+            f"    fused {meta.get('fused_score', float('nan')):+.2f}  rerank {meta['rerank_score']:+.3f}  "
+            f"cosine {meta['retrieval_score']:.3f}  {doc.page_content[:60]}..."
+        )
 
 
 def _llamaindex_demo(bi_encoder: str, cross_encoder: str, index, query: str, say) -> None:
@@ -117,9 +135,13 @@ def _llamaindex_demo(bi_encoder: str, cross_encoder: str, index, query: str, say
     except ImportError:
         say("  (LlamaIndex not installed: pip install 'rerank-plugins[llamaindex]')")
         return
-    retriever = TwoStageRetriever(index, CrossEncoderRerank(model=cross_encoder, top_n=3, fusion_weight="auto"), top_k=20)
+    retriever = TwoStageRetriever(
+        index, CrossEncoderRerank(model=cross_encoder, top_n=3, fusion_weight="auto"), top_k=20
+    )
     say(f"  LlamaIndex TwoStageRetriever.retrieve({query!r}):")
     for hit in retriever.retrieve(query):
         meta = hit.node.metadata
-        say(f"    score {hit.score:+.2f}  rerank {meta['rerank_score']:+.3f}  cosine {meta['retrieval_score']:.3f}  "
-            f"{hit.node.get_content()[:60]}...")
+        say(
+            f"    score {hit.score:+.2f}  rerank {meta['rerank_score']:+.3f}  cosine {meta['retrieval_score']:.3f}  "
+            f"{hit.node.get_content()[:60]}..."
+        )

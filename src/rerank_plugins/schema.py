@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,11 +44,14 @@ class SearchHit:
     """A first-stage hit: the document, its position in the index (or input list) and its similarity.
 
     ``score`` is None only for candidates handed in by a caller whose retriever gave no score.
+    ``sources`` holds the scores a fused first stage combined (e.g. ``{"dense_score": .., "lexical_score": ..}``;
+    a side that did not find the document has None), empty for a single first stage.
     """
 
     document: Document
     position: int
     score: float | None
+    sources: Mapping[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,17 +65,19 @@ class RetrievedDocument:
     truncated: bool = False
     window: int | None = None
     fused_score: float | None = None
+    first_stage_sources: Mapping[str, float | None] = field(default_factory=dict)
+    """The per-source scores of a fused first stage (see :attr:`SearchHit.sources`)."""
 
     @property
     def score(self) -> float | None:
-        """The score that ordered this result: fused if fusion was on, else the rerank score, else the retrieval score."""
+        """The score that ordered this result: fused if fusion was on, else the rerank, else the retrieval score."""
         if self.fused_score is not None:
             return self.fused_score
         return self.retrieval_score if self.rerank_score is None else self.rerank_score
 
     def score_metadata(self) -> dict[str, Any]:
         """The metadata keys every adapter writes into the documents it returns (see the README)."""
-        metadata: dict[str, Any] = {}
+        metadata: dict[str, Any] = {k: v for k, v in self.first_stage_sources.items() if v is not None}
         if self.retrieval_score is not None:
             metadata[RETRIEVAL_SCORE] = self.retrieval_score
         if self.rerank_score is not None:
@@ -86,7 +92,8 @@ class RetrievedDocument:
 
 
 RETRIEVAL_SCORE = "retrieval_score"
-"""Metadata key: first-stage cosine similarity (inner product of normalised embeddings, in [-1, 1])."""
+"""Metadata key: the first stage's score: cosine similarity (dense), BM25 (lexical), the fused score (hybrid),
+or the score an external retriever reported."""
 RERANK_SCORE = "rerank_score"
 """Metadata key: cross-encoder score, on the scale named by ``rerank_scale``."""
 RERANK_SCALE = "rerank_scale"
@@ -95,5 +102,18 @@ RERANK_TRUNCATED = "rerank_truncated"
 RERANK_WINDOW = "rerank_window"
 """Metadata key: index of the best-scoring window, when ``long_documents="window"`` split the document."""
 FUSED_SCORE = "fused_score"
-"""Metadata key: ``a * z(rerank_score) + (1 - a) * z(retrieval_score)`` over the query's candidates, when fusion is on."""
-SCORE_KEYS = (RETRIEVAL_SCORE, RERANK_SCORE, RERANK_SCALE, RERANK_TRUNCATED, RERANK_WINDOW, FUSED_SCORE)
+"""Metadata key: ``a * z(rerank_score) + (1 - a) * z(retrieval_score)`` over the query's candidates (fusion on)."""
+DENSE_SCORE = "dense_score"
+"""Metadata key: a hybrid first stage's dense (cosine) score for the document, when the dense side found it."""
+LEXICAL_SCORE = "lexical_score"
+"""Metadata key: a hybrid first stage's BM25 score for the document, when the lexical side found it."""
+SCORE_KEYS = (
+    RETRIEVAL_SCORE,
+    DENSE_SCORE,
+    LEXICAL_SCORE,
+    RERANK_SCORE,
+    RERANK_SCALE,
+    RERANK_TRUNCATED,
+    RERANK_WINDOW,
+    FUSED_SCORE,
+)

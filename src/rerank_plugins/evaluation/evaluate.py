@@ -13,24 +13,24 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.evaluation.metrics import compute_metrics
+from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.fusion import fuse
-from rerank_plugins.index.store import FaissIndex
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.schema import SearchHit
-from rerank_plugins.training.data import RetrievalDataset
 
 QUERIES_PER_RERANK_CALL = 16
 FUSION_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
 
 
-def first_stage(dataset: RetrievalDataset, index: FaissIndex, k: int) -> tuple[list[str], list[list[SearchHit]], float]:
+def first_stage(dataset: RetrievalDataset, stage: FirstStage, k: int) -> tuple[list[str], list[list[SearchHit]], float]:
     """(query ids, hits per query, seconds) for every labelled query of ``dataset``."""
     query_ids = dataset.labelled_queries
     if not query_ids:
         raise ValueError(f"{dataset.name} has no labelled queries to evaluate")
     start = time.perf_counter()
-    hits = index.search_batch([dataset.queries[q] for q in query_ids], k)
+    hits = stage.search_batch([dataset.queries[q] for q in query_ids], k)
     return query_ids, hits, time.perf_counter() - start
 
 
@@ -50,7 +50,9 @@ def rerank_scores(
     with tqdm(total=len(query_ids), desc="Reranking", unit="query", disable=not show_progress) as progress:
         for offset in range(0, len(query_ids), QUERIES_PER_RERANK_CALL):
             chunk = slice(offset, offset + QUERIES_PER_RERANK_CALL)
-            requests = [(dataset.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids[chunk], hits[chunk])]
+            requests = [
+                (dataset.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids[chunk], hits[chunk])
+            ]
             scores.extend(reranker.score_batch(requests, batch_size=batch_size, long_documents=long_documents))
             progress.update(len(requests))
     return scores, time.perf_counter() - start
@@ -80,7 +82,8 @@ def tune_fusion_weight(
 ) -> dict[str, Any]:
     """The weight with the best nDCG@10 on these (held-out) queries, and the whole sweep."""
     sweep = {
-        str(w): compute_metrics(rankings(query_ids, hits, scores, w), dataset.qrels, ks=(10,))["ndcg@10"] for w in weights
+        str(w): compute_metrics(rankings(query_ids, hits, scores, w), dataset.qrels, ks=(10,))["ndcg@10"]
+        for w in weights
     }
     best = max(weights, key=lambda w: (sweep[str(w)], w))  # ties go to trusting the reranker more
     return {"weight": best, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
@@ -88,7 +91,7 @@ def tune_fusion_weight(
 
 def evaluate_two_stage(
     dataset: RetrievalDataset,
-    index: FaissIndex,
+    stage: FirstStage,
     reranker: CrossEncoderBackend | None = None,
     *,
     first_stage_k: int = 30,
@@ -98,32 +101,44 @@ def evaluate_two_stage(
     fusion_weight: float | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``dataset``'s labelled queries; ``index`` must hold its corpus keyed by corpus id.
+    """Evaluate ``dataset``'s labelled queries; ``stage`` must hold its corpus keyed by corpus id.
 
     ``metrics.reranked`` is the pipeline's final order: the reranker alone, or fused with the first stage when
     ``fusion_weight`` is given (then ``metrics.reranker_only`` shows the reranker alone too).
     """
     recall_ks = tuple(sorted({first_stage_k, *ks}))
-    query_ids, hits, first_seconds = first_stage(dataset, index, first_stage_k)
+    query_ids, hits, first_seconds = first_stage(dataset, stage, first_stage_k)
     first = {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}
     report: dict[str, Any] = {
         "dataset": dataset.name,
         "num_queries": len(query_ids),
-        "corpus_size": len(index),
+        "corpus_size": len(dataset.corpus),
         "first_stage_k": first_stage_k,
-        "models": {"bi_encoder": index.embedder.model_name, "cross_encoder": reranker.model_name if reranker else None},
+        "first_stage": stage.describe(),
+        "models": {"cross_encoder": reranker.model_name if reranker else None},
         "fusion_weight": fusion_weight,
         "metrics": {"first_stage": compute_metrics(first, dataset.qrels, ks, recall_ks)},
         "latency": {"first_stage": _latency(first_seconds, len(query_ids))},
     }
     if reranker is None:
         return report
-    scores, seconds = rerank_scores(dataset, query_ids, hits, reranker, batch_size=batch_size,
-                                    long_documents=long_documents, show_progress=show_progress)
+    scores, seconds = rerank_scores(
+        dataset,
+        query_ids,
+        hits,
+        reranker,
+        batch_size=batch_size,
+        long_documents=long_documents,
+        show_progress=show_progress,
+    )
     pairs = sum(len(row) for row in hits)
-    report["metrics"]["reranked"] = compute_metrics(rankings(query_ids, hits, scores, fusion_weight), dataset.qrels, ks, recall_ks)
+    report["metrics"]["reranked"] = compute_metrics(
+        rankings(query_ids, hits, scores, fusion_weight), dataset.qrels, ks, recall_ks
+    )
     if fusion_weight is not None:
-        report["metrics"]["reranker_only"] = compute_metrics(rankings(query_ids, hits, scores, None), dataset.qrels, ks, recall_ks)
+        report["metrics"]["reranker_only"] = compute_metrics(
+            rankings(query_ids, hits, scores, None), dataset.qrels, ks, recall_ks
+        )
     report["latency"]["rerank"] = {**_latency(seconds, len(query_ids)), "pairs_per_s": pairs / seconds}
     return report
 

@@ -16,7 +16,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     names = list(stages["first_stage"])
     fused = "reranker_only" in stages
     header = (
-        f"| metric | first stage | reranker alone | fused (a={report.get('fusion_weight')}) | change |\n|---|---|---|---|---|"
+        f"| metric | first stage | reranker alone | fused (a={report.get('fusion_weight')}) | change |\n"
+        "|---|---|---|---|---|"
         if fused
         else "| metric | first stage | reranked | change |\n|---|---|---|---|"
     )
@@ -33,7 +34,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines = [header, *rows, ""]
     for stage, values in latency.items():
         extra = f", {values['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in values else ""
-        lines.append(f"- {stage}: {values['ms_per_query']:.1f} ms/query ({values['queries_per_s']:.1f} queries/s{extra})")
+        lines.append(
+            f"- {stage}: {values['ms_per_query']:.1f} ms/query ({values['queries_per_s']:.1f} queries/s{extra})"
+        )
     return "\n".join(lines)
 
 
@@ -53,9 +56,13 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
         if not metrics:
             continue
         for family in ("hit", "recall"):
-            points = sorted((int(m.group(1)), v) for n, v in metrics.items() if (m := re.fullmatch(f"{family}@(\\d+)", n)))
+            points = sorted(
+                (int(m.group(1)), v) for n, v in metrics.items() if (m := re.fullmatch(f"{family}@(\\d+)", n))
+            )
             if points:
-                axis.plot([k for k, _ in points], [v for _, v in points], style, marker="o", label=f"{family}@k, {stage}")
+                axis.plot(
+                    [k for k, _ in points], [v for _, v in points], style, marker="o", label=f"{family}@k, {stage}"
+                )
     axis.set_xscale("log")
     axis.set_xlabel("k")
     axis.set_ylabel("score")

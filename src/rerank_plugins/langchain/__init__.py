@@ -3,10 +3,13 @@
 try:
     import langchain_core  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("rerank_plugins.langchain needs langchain-core: pip install 'rerank-plugins[langchain]'") from error
+    raise ImportError(
+        "rerank_plugins.langchain needs langchain-core: pip install 'rerank-plugins[langchain]'"
+    ) from error
 
 from rerank_plugins.langchain.compressor import CrossEncoderReranker
 from rerank_plugins.langchain.embeddings import BiEncoderEmbeddings
+from rerank_plugins.langchain.first_stage import LangChainFirstStage
 from rerank_plugins.langchain.retriever import TwoStageRetriever
 
-__all__ = ["BiEncoderEmbeddings", "CrossEncoderReranker", "TwoStageRetriever"]
+__all__ = ["BiEncoderEmbeddings", "CrossEncoderReranker", "LangChainFirstStage", "TwoStageRetriever"]

@@ -10,17 +10,14 @@ from rerank_plugins.schema import Document, RetrievedDocument
 
 
 def to_document(document: LCDocument) -> Document:
+    """For indexing: a document without an id gets a new unique one."""
     return Document(text=document.page_content, id=document.id or uuid.uuid4().hex, metadata=dict(document.metadata))
 
 
-def to_langchain(result: RetrievedDocument, source: LCDocument | None = None) -> LCDocument:
-    """A new LangChain document carrying the result's scores in its metadata (a copy of ``source`` if given)."""
-    if source is None:
-        return LCDocument(
-            page_content=result.document.text,
-            metadata={**result.document.metadata, **result.score_metadata()},
-            id=result.document.id,
-        )
+def to_langchain(result: RetrievedDocument) -> LCDocument:
+    """A new LangChain document carrying the result's scores in its metadata (an empty id stays None)."""
     return LCDocument(
-        page_content=source.page_content, metadata={**source.metadata, **result.score_metadata()}, id=source.id
+        page_content=result.document.text,
+        metadata={**result.document.metadata, **result.score_metadata()},
+        id=result.document.id or None,
     )

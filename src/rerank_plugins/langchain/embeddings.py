@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from rerank_plugins._adapter_fields import ModelLoadFields
-from rerank_plugins._adapters import DEFAULT_BI_ENCODER, backend_model_name, bi_encoder_backend
+from rerank_plugins.adapter_common import DEFAULT_BI_ENCODER, BiEncoderAdapterFields, backend_model_name
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 
 
-class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
+class BiEncoderEmbeddings(BiEncoderAdapterFields, Embeddings):
     """Sentence-transformers embeddings for LangChain; queries and documents use the model's own prompts.
 
     Pass ``model`` (hub id or directory) or an existing ``backend``; the same model is loaded once
@@ -22,20 +21,15 @@ class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(default=DEFAULT_BI_ENCODER, description="Hub id or local directory of the embedding model.")
-    batch_size: int = Field(default=32, description="Texts per forward pass.")
+    batch_size: int = Field(default=32, gt=0, description="Texts per forward pass.")
     normalize: bool = Field(default=True, description="L2-normalise, so inner product equals cosine similarity.")
     show_progress: bool | None = Field(default=None, description="Progress bar; None shows one for long inputs.")
-    _backend: BiEncoderBackend = PrivateAttr()
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
             data.setdefault("model", backend_model_name(backend, BiEncoderBackend))
         super().__init__(**data)
-        self._backend = bi_encoder_backend(backend, self.model, self.load_options())
-
-    @property
-    def backend(self) -> BiEncoderBackend:
-        return self._backend
+        self._init_backend(backend, self.model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._backend.encode_documents(
@@ -43,7 +37,8 @@ class BiEncoderEmbeddings(ModelLoadFields, Embeddings):
         ).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        return self._backend.encode_queries([text], batch_size=1, normalize=self.normalize, show_progress=False)[0].tolist()
+        vectors = self._backend.encode_queries([text], batch_size=1, normalize=self.normalize, show_progress=False)
+        return vectors[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors = await self._backend.aencode_documents(texts, batch_size=self.batch_size, normalize=self.normalize)

@@ -1,44 +1,63 @@
-"""LangChain ``BaseRetriever``: FAISS top-k from the bi-encoder, then a cross-encoder rerank to top-n."""
+"""LangChain ``BaseRetriever``: any first stage's top-k (ours, or a retriever you have), then a cross-encoder rerank."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManager,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.runnables.config import get_config_list
+from pydantic import ConfigDict, Field, model_validator
 
-from rerank_plugins.index.store import FaissIndex
+from rerank_plugins._validation import check_positive_int, check_query
+from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage, load_first_stage
 from rerank_plugins.langchain._convert import to_document, to_langchain
 from rerank_plugins.langchain.compressor import CrossEncoderReranker
 from rerank_plugins.langchain.embeddings import BiEncoderEmbeddings
-from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+from rerank_plugins.langchain.first_stage import LangChainFirstStage
+from rerank_plugins.rerank import first_stage_results
+from rerank_plugins.schema import SearchHit
 
 
 class TwoStageRetriever(BaseRetriever):
-    """Two-stage retrieval for LangChain: ``top_k`` candidates by cosine similarity, reranked to ``top_n``.
+    """Two-stage retrieval for LangChain: ``top_k`` candidates from a first stage, reranked to ``top_n``.
 
-    Without a ``reranker`` it returns the first stage's own top-n. Returned documents are new objects with
-    ``retrieval_score`` (and ``rerank_score`` / ``rerank_scale``) in their metadata. ``batch`` runs all
-    inputs through one encoding pass and one rerank pass.
+    The first stage is ours (``first_stage=``, or ``from_documents(first_stage="dense"|"lexical"|"hybrid")``;
+    ``index=`` is the same field) or any LangChain retriever (``base_retriever=``), whose own settings then
+    decide how many candidates come back. Without a ``reranker`` the first stage's own top-n is returned.
+    Returned documents are new objects with ``retrieval_score`` (and ``rerank_score`` / ``rerank_scale``) in
+    their metadata. ``batch`` runs all inputs through one first-stage batch and one rerank pass, with one
+    traced retriever run per input.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, validate_assignment=True)
 
-    index: FaissIndex = Field(description="The first-stage FAISS index (see `from_documents` / `load`).")
-    reranker: CrossEncoderReranker | None = Field(default=None, description="Second stage; None returns first-stage top-n.")
-    top_k: int = Field(default=30, description="First-stage candidates handed to the reranker.")
-    top_n: int = Field(default=3, description="Documents returned when there is no reranker (else the reranker's top_n).")
-    _pipeline: TwoStagePipeline = PrivateAttr()
+    first_stage: FirstStage | None = Field(default=None, alias="index", description="Our first stage (or `index`).")
+    base_retriever: BaseRetriever | None = Field(default=None, description="Any LangChain retriever as first stage.")
+    reranker: CrossEncoderReranker | None = Field(default=None, description="Second stage; None: first-stage top-n.")
+    top_k: int = Field(default=30, gt=0, description="First-stage candidates handed to the reranker (at most).")
+    top_n: int = Field(default=3, gt=0, description="Documents returned without a reranker (else reranker.top_n).")
 
-    def model_post_init(self, context: Any) -> None:
-        options = self.reranker._options if self.reranker is not None else RerankOptions(top_n=self.top_n)
-        reranker_backend = self.reranker.backend if self.reranker is not None else None
-        self._pipeline = TwoStagePipeline(self.index, reranker_backend, top_k=self.top_k, options=options)
+    @model_validator(mode="after")
+    def _one_first_stage(self) -> TwoStageRetriever:
+        if (self.first_stage is None) == (self.base_retriever is None):
+            raise ValueError("give exactly one of first_stage (index) and base_retriever")
+        return self
+
+    @property
+    def index(self) -> FirstStage | None:
+        """The same as :attr:`first_stage` (the name older code used)."""
+        return self.first_stage
 
     @classmethod
     def from_documents(
@@ -47,20 +66,31 @@ class TwoStageRetriever(BaseRetriever):
         embeddings: BiEncoderEmbeddings | None = None,
         reranker: CrossEncoderReranker | None = None,
         *,
+        first_stage: str = "dense",
+        analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Embed ``documents`` into a new FAISS index (``index_type``: flat, hnsw or ivf) and wrap it.
+        """Index ``documents`` in a new first stage and wrap it.
 
-        ``long_documents="split"`` embeds every passage of documents longer than the embedding model's limit
-        (a document scores as its best passage); the default embeds their beginning and logs how many.
+        ``first_stage``: ``"dense"`` (FAISS; ``index_type`` flat, hnsw or ivf), ``"lexical"`` (BM25; ``analyzer``
+        "auto", "english", "korean-bigram", "korean-morph", "generic" or a callable) or ``"hybrid"`` (both).
+        ``long_documents="split"`` embeds every passage of documents longer than the embedding model's limit.
         """
-        embeddings = embeddings or BiEncoderEmbeddings()
-        index = FaissIndex(embeddings.backend, index_type=index_type, batch_size=embeddings.batch_size,
-                           long_documents=long_documents)
-        index.add_documents([to_document(d) for d in documents])
-        return cls(index=index, reranker=reranker, **kwargs)
+        embeddings = embeddings if embeddings is not None or first_stage == "lexical" else BiEncoderEmbeddings()
+        stage = build_first_stage(
+            first_stage,
+            [to_document(d) for d in documents],
+            embeddings.backend if embeddings else None,
+            analyzer=analyzer,
+            dense_options={
+                "index_type": index_type,
+                "long_documents": long_documents,
+                "batch_size": embeddings.batch_size if embeddings else 32,
+            },
+        )
+        return cls(first_stage=stage, reranker=reranker, **kwargs)
 
     @classmethod
     def load(
@@ -68,25 +98,69 @@ class TwoStageRetriever(BaseRetriever):
         path: str | os.PathLike[str],
         embeddings: BiEncoderEmbeddings | None = None,
         reranker: CrossEncoderReranker | None = None,
+        *,
+        analyzer: Any = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Load an index saved with :meth:`save`; refused if ``embeddings`` is not the model it was built with."""
+        """Load a first stage saved with :meth:`save`; refused if ``embeddings`` is not the model it was built with."""
         embeddings = embeddings or BiEncoderEmbeddings()
-        return cls(index=FaissIndex.load(path, embeddings.backend), reranker=reranker, **kwargs)
+        return cls(
+            first_stage=load_first_stage(path, embeddings.backend, analyzer=analyzer), reranker=reranker, **kwargs
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        self.index.save(path)
+        self._store().save(path)
 
     def add_documents(self, documents: Sequence[LCDocument]) -> list[str]:
-        return self.index.add_documents([to_document(d) for d in documents])
+        return self._store().add_documents([to_document(d) for d in documents])
+
+    def delete(self, ids: Sequence[str]) -> int:
+        return self._store().delete(ids)
+
+    def _store(self) -> DocumentStore:
+        if not isinstance(self.first_stage, DocumentStore):
+            raise TypeError("this retriever's first stage does not hold its own documents (a base_retriever does)")
+        return self.first_stage
+
+    # -- retrieval -------------------------------------------------------------------------------------
+
+    def _stage(self) -> FirstStage:
+        return self.first_stage if self.first_stage is not None else LangChainFirstStage(self.base_retriever)
+
+    def _search(self, queries: list[str], children: list[Any]) -> list[list[SearchHit]]:
+        stage = self._stage()
+        if isinstance(stage, LangChainFirstStage):
+            return stage.search_batch(queries, self.top_k, configs=[{"callbacks": c} for c in children])
+        return stage.search_batch(queries, self.top_k)
+
+    async def _asearch(self, queries: list[str], children: list[Any]) -> list[list[SearchHit]]:
+        stage = self._stage()
+        if isinstance(stage, LangChainFirstStage):
+            return await stage.asearch_batch(queries, self.top_k, configs=[{"callbacks": c} for c in children])
+        return await stage.asearch_batch(queries, self.top_k)
+
+    def _finish(self, queries: list[str], candidates: list[list[SearchHit]]) -> list[list[LCDocument]]:
+        if self.reranker is None:
+            results = [first_stage_results(hits, self.top_n) for hits in candidates]
+        else:
+            results = self.reranker.stage.rerank_batch(list(zip(queries, candidates)))
+        return [[to_langchain(r) for r in row] for row in results]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
-        return [to_langchain(result) for result in self._pipeline.retrieve(query)]
+        query = check_query(query)
+        return self._finish([query], self._search([query], [run_manager.get_child()]))[0]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
     ) -> list[LCDocument]:
-        return [to_langchain(result) for result in await self._pipeline.aretrieve(query)]
+        query = check_query(query)
+        hits = await self._asearch([query], [run_manager.get_child()])
+        if self.reranker is None:
+            return self._finish([query], hits)[0]
+        results = await self.reranker.stage.arerank(query, hits[0])
+        return [to_langchain(r) for r in results]
+
+    # -- batches: one pass for all inputs, one traced run per input --------------------------------------
 
     def batch(
         self,
@@ -96,8 +170,117 @@ class TwoStageRetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[LCDocument]]:
-        """All queries through one encoding pass and one rerank pass (callbacks, if configured, take the per-query path)."""
-        configs = config if isinstance(config, list) else [config or {}]
-        if return_exceptions or kwargs or any(c.get("callbacks") for c in configs if c):
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        return [[to_langchain(r) for r in results] for results in self._pipeline.retrieve_batch(inputs)]
+        """All inputs through one first-stage batch and one rerank pass (in groups of ``max_concurrency``).
+
+        Each input still gets its own retriever run, configured from its config (callbacks, tags, metadata,
+        run name, and tracers set by environment or context), ended with its documents or its error.
+        """
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        out: list[Any] = []
+        for start, stop in _groups(len(inputs), configs[0].get("max_concurrency")):
+            managers = [
+                self._start_run(CallbackManager, q, c, **kwargs)
+                for q, c in zip(inputs[start:stop], configs[start:stop])
+            ]
+            valid, results = _checked(inputs[start:stop])
+            if valid:
+                queries = [inputs[start + i] for i in valid]
+                try:
+                    found = self._finish(queries, self._search(queries, [managers[i].get_child() for i in valid]))
+                except Exception as error:  # noqa: BLE001 - ended on every run of this group, then raised or returned
+                    found = [error] * len(valid)
+                for i, documents in zip(valid, found):
+                    results[i] = documents
+            for manager, result in zip(managers, results):
+                _end_run(manager, result)
+            out.extend(results)
+        return _raise_or_return(out, return_exceptions)
+
+    async def abatch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[LCDocument]]:
+        """:meth:`batch` for async code: model work runs in worker threads, never on the event loop."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        out: list[Any] = []
+        for start, stop in _groups(len(inputs), configs[0].get("max_concurrency")):
+            managers = [
+                await self._start_run(AsyncCallbackManager, q, c, **kwargs)
+                for q, c in zip(inputs[start:stop], configs[start:stop])
+            ]
+            valid, results = _checked(inputs[start:stop])
+            if valid:
+                queries = [inputs[start + i] for i in valid]
+                try:
+                    hits = await self._asearch(queries, [managers[i].get_child() for i in valid])
+                    found = await asyncio.to_thread(self._finish, queries, hits)
+                except Exception as error:  # noqa: BLE001 - ended on every run of this group, then raised or returned
+                    found = [error] * len(valid)
+                for i, documents in zip(valid, found):
+                    results[i] = documents
+            for manager, result in zip(managers, results):
+                await _aend_run(manager, result)
+            out.extend(results)
+        return _raise_or_return(out, return_exceptions)
+
+    def _start_run(self, manager_class: Any, query: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+        """What :meth:`BaseRetriever.invoke` does before retrieving: configure callbacks, start the run."""
+        manager = manager_class.configure(
+            config.get("callbacks"),
+            None,
+            verbose=kwargs.get("verbose", False),
+            inheritable_tags=config.get("tags"),
+            local_tags=self.tags,
+            inheritable_metadata={**(config.get("metadata") or {}), **self._get_ls_params(**kwargs)},
+            local_metadata=self.metadata,
+        )
+        return manager.on_retriever_start(
+            None, query, name=config.get("run_name") or self.get_name(), run_id=config.get("run_id")
+        )
+
+
+def _groups(n: int, max_concurrency: int | None) -> list[tuple[int, int]]:
+    size = check_positive_int(max_concurrency, "max_concurrency") if max_concurrency is not None else n
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def _checked(queries: Sequence[Any]) -> tuple[list[int], list[Any]]:
+    """Positions of valid queries, and results holding the error of each invalid one."""
+    valid, results = [], [None] * len(queries)
+    for i, query in enumerate(queries):
+        try:
+            check_query(query)
+            valid.append(i)
+        except (TypeError, ValueError) as error:
+            results[i] = error
+    return valid, results
+
+
+def _end_run(manager: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        manager.on_retriever_error(result)
+    else:
+        manager.on_retriever_end(result)
+
+
+async def _aend_run(manager: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        await manager.on_retriever_error(result)
+    else:
+        await manager.on_retriever_end(result)
+
+
+def _raise_or_return(results: list[Any], return_exceptions: bool) -> list[Any]:
+    if not return_exceptions:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+    return results

@@ -3,10 +3,13 @@
 try:
     import llama_index.core  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("rerank_plugins.llamaindex needs llama-index-core: pip install 'rerank-plugins[llamaindex]'") from error
+    raise ImportError(
+        "rerank_plugins.llamaindex needs llama-index-core: pip install 'rerank-plugins[llamaindex]'"
+    ) from error
 
 from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
+from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
 from rerank_plugins.llamaindex.retriever import TwoStageRetriever
 
-__all__ = ["BiEncoderEmbedding", "CrossEncoderRerank", "TwoStageRetriever"]
+__all__ = ["BiEncoderEmbedding", "CrossEncoderRerank", "LlamaIndexFirstStage", "TwoStageRetriever"]

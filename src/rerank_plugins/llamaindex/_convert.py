@@ -8,7 +8,9 @@ from rerank_plugins.schema import SCORE_KEYS, Document, RetrievedDocument
 
 
 def to_document(node: BaseNode) -> Document:
-    return Document(text=node.get_content(metadata_mode=MetadataMode.NONE), id=node.node_id, metadata=dict(node.metadata))
+    return Document(
+        text=node.get_content(metadata_mode=MetadataMode.NONE), id=node.node_id, metadata=dict(node.metadata)
+    )
 
 
 def with_scores(node: BaseNode, result: RetrievedDocument) -> NodeWithScore:

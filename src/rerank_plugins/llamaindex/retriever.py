@@ -1,7 +1,8 @@
-"""LlamaIndex ``BaseRetriever``: FAISS top-k from the bi-encoder, then a cross-encoder rerank to top-n."""
+"""LlamaIndex ``BaseRetriever``: a first stage's top-k (ours, or a retriever you have), then a cross-encoder rerank."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -10,34 +11,45 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
 from rerank_plugins._validation import check_positive_int
-from rerank_plugins.index.store import FaissIndex
-from rerank_plugins.llamaindex._convert import to_document, to_node
+from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage, load_first_stage
+from rerank_plugins.llamaindex._convert import to_document, to_node, with_scores
 from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
+from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage, node_hits
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
-from rerank_plugins.retrieval import RerankOptions, TwoStagePipeline
+from rerank_plugins.rerank import first_stage_results
 
 
 class TwoStageRetriever(BaseRetriever):
     """Two-stage retrieval for LlamaIndex; use it alone or in a ``RetrieverQueryEngine``.
 
-    Returns ``NodeWithScore`` whose score is the rerank score (or the cosine similarity without a
-    reranker); node metadata holds ``retrieval_score`` and ``rerank_score``.
+    The first stage is ours (``index``: dense, lexical or hybrid; see :meth:`from_nodes`) or any LlamaIndex
+    retriever (``base_retriever=``, whose own settings decide how many candidates come back; its nodes are
+    returned as scored copies). Returns ``NodeWithScore`` whose score is the rerank score (or the first stage's
+    score without a reranker); node metadata holds ``retrieval_score`` and ``rerank_score``.
     """
 
     def __init__(
         self,
-        index: FaissIndex,
+        index: FirstStage | None = None,
         reranker: CrossEncoderRerank | None = None,
         *,
+        base_retriever: BaseRetriever | None = None,
         top_k: int = 30,
         top_n: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (index is None) == (base_retriever is None):
+            raise ValueError("give exactly one of index (a first stage) and base_retriever")
+        if reranker is not None and not isinstance(reranker, CrossEncoderRerank):
+            raise TypeError(f"reranker must be a CrossEncoderRerank, got {type(reranker).__name__}")
+        if index is not None and not isinstance(index, FirstStage):
+            raise TypeError(f"index must be a FirstStage, got {type(index).__name__}")
         self.index = index
+        self.base = LlamaIndexFirstStage(base_retriever) if base_retriever is not None else None
         self.reranker = reranker
-        options = reranker._options if reranker is not None else RerankOptions(top_n=check_positive_int(top_n, "top_n"))
-        self.pipeline = TwoStagePipeline(index, reranker.backend if reranker else None, top_k=top_k, options=options)
+        self.top_k = check_positive_int(top_k, "top_k")
+        self.top_n = check_positive_int(top_n, "top_n")
 
     @classmethod
     def from_nodes(
@@ -46,20 +58,31 @@ class TwoStageRetriever(BaseRetriever):
         embed_model: BiEncoderEmbedding | None = None,
         reranker: CrossEncoderRerank | None = None,
         *,
+        first_stage: str = "dense",
+        analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Embed ``nodes`` (documents are nodes too) into a new FAISS index and wrap it.
+        """Index ``nodes`` (documents are nodes too) in a new first stage and wrap it.
 
-        ``long_documents="split"`` embeds every passage of nodes longer than the embedding model's limit
-        (a node scores as its best passage); the default embeds their beginning and logs how many.
+        ``first_stage``: ``"dense"`` (FAISS; ``index_type`` flat, hnsw or ivf), ``"lexical"`` (BM25; ``analyzer``
+        "auto", "english", "korean-bigram", "korean-morph", "generic" or a callable) or ``"hybrid"`` (both).
+        ``long_documents="split"`` embeds every passage of nodes longer than the embedding model's limit.
         """
-        embed_model = embed_model or BiEncoderEmbedding()
-        index = FaissIndex(embed_model.backend, index_type=index_type, batch_size=embed_model.embed_batch_size,
-                           long_documents=long_documents)
-        index.add_documents([to_document(n) for n in nodes])
-        return cls(index, reranker, **kwargs)
+        embed_model = embed_model if embed_model is not None or first_stage == "lexical" else BiEncoderEmbedding()
+        stage = build_first_stage(
+            first_stage,
+            [to_document(n) for n in nodes],
+            embed_model.backend if embed_model else None,
+            analyzer=analyzer,
+            dense_options={
+                "index_type": index_type,
+                "long_documents": long_documents,
+                "batch_size": embed_model.embed_batch_size if embed_model else 32,
+            },
+        )
+        return cls(stage, reranker, **kwargs)
 
     @classmethod
     def load(
@@ -67,21 +90,53 @@ class TwoStageRetriever(BaseRetriever):
         path: str | os.PathLike[str],
         embed_model: BiEncoderEmbedding | None = None,
         reranker: CrossEncoderRerank | None = None,
+        *,
+        analyzer: Any = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Load an index saved with :meth:`save`; refused if ``embed_model`` is not the model it was built with."""
+        """Load a first stage saved with :meth:`save`; refused if ``embed_model`` is not the model it was built with."""
         embed_model = embed_model or BiEncoderEmbedding()
-        return cls(FaissIndex.load(path, embed_model.backend), reranker, **kwargs)
+        return cls(load_first_stage(path, embed_model.backend, analyzer=analyzer), reranker, **kwargs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(self.index, DocumentStore):
+            raise TypeError("this retriever's first stage does not hold its own documents (a base_retriever does)")
         self.index.save(path)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [to_node(result) for result in self.pipeline.retrieve(query_bundle.query_str)]
+        return self.retrieve_batch([query_bundle.query_str])[0]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [to_node(result) for result in await self.pipeline.aretrieve(query_bundle.query_str)]
+        query = query_bundle.query_str
+        if self.base is not None:
+            nodes = (await self.base.aretrieve_nodes([query], self.top_k))[0]
+            if self.reranker is None:
+                return self._first_stage_nodes(nodes)
+            return await self.reranker.apostprocess_nodes(nodes, query_str=query)
+        hits = (await self.index.asearch_batch([query], self.top_k))[0]
+        if self.reranker is None:
+            return [to_node(r) for r in first_stage_results(hits, self.top_n)]
+        return [to_node(r) for r in await self.reranker.stage.arerank(query, hits)]
 
     def retrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
-        """Many queries through one encoding pass and one rerank pass."""
-        return [[to_node(r) for r in results] for results in self.pipeline.retrieve_batch(queries)]
+        """Many queries through one first-stage batch and one rerank pass."""
+        queries = list(queries)
+        if self.base is not None:
+            found = self.base.retrieve_nodes(queries, self.top_k)
+            if self.reranker is None:
+                return [self._first_stage_nodes(nodes) for nodes in found]
+            return self.reranker.postprocess_batch(list(zip(queries, found)))
+        candidates = self.index.search_batch(queries, self.top_k)
+        if self.reranker is None:
+            return [[to_node(r) for r in first_stage_results(hits, self.top_n)] for hits in candidates]
+        return [[to_node(r) for r in row] for row in self.reranker.stage.rerank_batch(list(zip(queries, candidates)))]
+
+    def _first_stage_nodes(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+        """The base retriever's own top-n, as copies carrying ``retrieval_score``."""
+        return [
+            with_scores(nodes[int(r.document.id)].node, r) for r in first_stage_results(node_hits(nodes), self.top_n)
+        ]
+
+    async def aretrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
+        """:meth:`retrieve_batch` for async code (model work in worker threads)."""
+        return list(await asyncio.gather(*(self.aretrieve(query) for query in queries)))

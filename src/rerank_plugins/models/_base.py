@@ -59,7 +59,9 @@ class LazyModelBackend:
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8):
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8
+        ):
             raise ValueError(f"max_length must be an int >= 8 or None, got {max_length!r}")
         self.model_name = os.fspath(model)
         self.revision = revision

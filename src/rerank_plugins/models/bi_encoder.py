@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,8 @@ from rerank_plugins._validation import check_non_negative_int, check_positive_in
 from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
 from rerank_plugins.models.disk_cache import DiskEmbeddingCache
+from rerank_plugins.models.lru import LRUCache, text_digest
+from rerank_plugins.models.resolve import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,28 @@ class BiEncoderBackend(LazyModelBackend):
         self.disk_cache_path = disk_cache
         self.disk_cache_max_entries = disk_cache_max_entries
         self._disk: DiskEmbeddingCache | None = None
-        self.cache_size = check_non_negative_int(cache_size, "cache_size")
-        self._cache: OrderedDict[tuple[str, bool, bytes], np.ndarray] = OrderedDict()
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self._cache: LRUCache[np.ndarray] = LRUCache(cache_size)
         self._batcher: MicroBatcher | None = None
         self._onnx: Any = None
         self._pooling = "mean"
         self._normalizes = False
+
+    @property
+    def cache_size(self) -> int:
+        return self._cache.max_size
+
+    @cache_size.setter
+    def cache_size(self, value: int) -> None:
+        with self.lock:
+            self._cache = LRUCache(value)
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses
 
     def _load(self, path: Path) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -74,17 +88,22 @@ class BiEncoderBackend(LazyModelBackend):
             model.max_seq_length = self._requested_max_length
         model.eval()
         if self.runtime != "torch":
-            from rerank_plugins.models.onnx import load_onnx
+            from rerank_plugins.models.runtimes.onnx import load_onnx
 
             self._pooling, self._normalizes = _onnx_compatible_stack(model, self.model_name)
             transformer = model[0]
-            self._onnx = load_onnx(path, transformer.auto_model, transformer.tokenizer, self.runtime,
-                                   check=lambda run: self._int8_agreement(model, run))
+            self._onnx = load_onnx(
+                path,
+                transformer.auto_model,
+                transformer.tokenizer,
+                self.runtime,
+                check=lambda run: self._int8_agreement(model, run),
+            )
         return model
 
     def _int8_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
         """Retrieval rankings with int8 embeddings against fp32 torch ones, on the check set."""
-        from rerank_plugins.models.onnx import check_set, ranking_agreement
+        from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         reference, quantized = [], []
         for query, docs in check_set():
@@ -175,7 +194,9 @@ class BiEncoderBackend(LazyModelBackend):
         if not texts:
             return 0
         with self.lock:
-            lengths = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False)["length"]
+            lengths = self.model.tokenizer(
+                texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False
+            )["length"]
         return int(sum(length > self.max_length for length in lengths))
 
     def split_to_fit(self, texts: list[str], *, overlap: int = 32) -> list[list[str]]:
@@ -225,27 +246,27 @@ class BiEncoderBackend(LazyModelBackend):
         check_positive_int(batch_size, "batch_size")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        keys = [(kind, normalize, hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest()) for t in texts]
+        keys = [(kind, normalize, text_digest(t)) for t in texts]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         missing: dict[tuple[str, bool, bytes], list[int]] = {}
         with self.lock:
             for i, key in enumerate(keys):
-                cached = self._cache.get(key) if self.cache_size else None
+                if key in missing:
+                    missing[key].append(i)
+                    continue
+                cached = self._cache.get(key)
                 if cached is None:
-                    missing.setdefault(key, []).append(i)
+                    missing[key] = [i]
                 else:
-                    self._cache.move_to_end(key)
                     out[i] = cached
             if missing and self.disk_cache_path is not None:
                 by_disk_key = {_disk_key(key): key for key in missing}
                 for disk_key, vector in self._disk_cache().get_many(list(by_disk_key)).items():
                     key = by_disk_key[disk_key]
-                    for i in missing.pop(key):
-                        out[i] = vector
-                    if self.cache_size:
-                        self._cache[key] = vector
-            self.cache_hits += len(texts) - sum(len(v) for v in missing.values())
-            self.cache_misses += len(missing)
+                    out[missing.pop(key)] = vector
+                    self._cache.hits += 1
+                    self._cache.misses -= 1
+                    self._cache.put(key, vector)
             if missing:
                 todo = [texts[positions[0]] for positions in missing.values()]
                 if show_progress is None:
@@ -264,12 +285,9 @@ class BiEncoderBackend(LazyModelBackend):
                     ).astype(np.float32, copy=False)
                 for (key, positions), vector in zip(missing.items(), vectors):
                     out[positions] = vector
-                    if self.cache_size:
-                        self._cache[key] = vector.copy()
+                    self._cache.put(key, vector.copy())
                 if self.disk_cache_path is not None:
                     self._disk_cache().put_many([(_disk_key(key), vector) for key, vector in zip(missing, vectors)])
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
         return out
 
     def clear_cache(self) -> None:
@@ -279,10 +297,10 @@ class BiEncoderBackend(LazyModelBackend):
 
     def _disk_cache(self) -> DiskEmbeddingCache:
         if self._disk is None:
-            from rerank_plugins.models.onnx import model_fingerprint
-
             namespace = f"{model_fingerprint(self.path)}:{self.runtime}:{self.model.max_seq_length}"
-            self._disk = DiskEmbeddingCache(self.disk_cache_path, namespace, self.dimension, self.disk_cache_max_entries)
+            self._disk = DiskEmbeddingCache(
+                self.disk_cache_path, namespace, self.dimension, self.disk_cache_max_entries
+            )
         return self._disk
 
 

@@ -51,8 +51,10 @@ class DiskEmbeddingCache:
             )
             excess = self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] - self.max_entries
             if excess > 0:
-                self._db.execute("DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings ORDER BY rowid LIMIT ?)",
-                                 (excess,))
+                self._db.execute(
+                    "DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings ORDER BY rowid LIMIT ?)",
+                    (excess,),
+                )
             self._db.commit()
 
     def __len__(self) -> int:

@@ -6,6 +6,7 @@ for over a minute; everything that can be answered from disk is answered first.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -90,3 +91,15 @@ def resolve_model_path(model: str | os.PathLike[str], revision: str | None = Non
         except Exception as error:  # noqa: BLE001 - reported below with everything else tried
             tried.append(f"Hugging Face Hub ({type(error).__name__}: {error})")
     raise ModelNotFoundError(f"Model {model!r} not found. Tried: " + "; ".join(tried) + ".")
+
+
+def model_fingerprint(path: Path) -> str:
+    """SHA-256 over the model's config, tokenizer files and weights (content, not names or dates)."""
+    digest = hashlib.sha256()
+    patterns = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "*.safetensors", "*.bin")
+    for file in sorted({f for pattern in patterns for f in path.glob(pattern)}):
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:32]

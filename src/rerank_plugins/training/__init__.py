@@ -1,14 +1,9 @@
-"""Train both stages on your own data: loaders, hard-negative mining, bi-encoder and cross-encoder training."""
+"""Train both stages on your own data: hard-negative mining, bi-encoder and cross-encoder training, recipes.
 
-from rerank_plugins.training.data import (
-    DataError,
-    RetrievalDataset,
-    from_pairs,
-    load_beir,
-    load_dataset,
-    load_pairs,
-    load_squad,
-)
+The data loaders live in :mod:`rerank_plugins.data`; they are re-exported here because training starts from them.
+"""
+
+from rerank_plugins.data import DataError, RetrievalDataset, from_pairs, load_beir, load_dataset, load_pairs, load_squad
 from rerank_plugins.training.mining import mine_hard_negatives
 from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rerank_plugins._validation import check_positive_int
+from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.models.resolve import resolve_model_path
 from rerank_plugins.training._loop import TrainingLog, optimise
-from rerank_plugins.training.data import RetrievalDataset
 from rerank_plugins.training.heldout import pool_mrr
 from rerank_plugins.training.model_card import write_model_card
 
@@ -88,9 +88,13 @@ def train_bi_encoder(
     examples = []
     for query_id in train.labelled_queries:
         known = set(train.positives(query_id))
-        negs = [d for d in (hard_negatives or {}).get(query_id, []) if d not in known][: config.hard_negatives_per_query]
+        negs = [d for d in (hard_negatives or {}).get(query_id, []) if d not in known][
+            : config.hard_negatives_per_query
+        ]
         for positive in train.positives(query_id):
-            examples.append((query_id, train.queries[query_id], train.corpus[positive], [train.corpus[d] for d in negs]))
+            examples.append(
+                (query_id, train.queries[query_id], train.corpus[positive], [train.corpus[d] for d in negs])
+            )
 
     def embed(texts: list[str], prompt: str) -> Any:
         features = model.preprocess([prompt + t for t in texts])
@@ -126,9 +130,13 @@ def train_bi_encoder(
     model.save(str(output))
     scores = {"held_out_pool_mrr@10": log.evaluations[-1]["score"]} if log.evaluations else {}
     write_model_card(
-        output, kind="bi-encoder", base_model=base_model,
+        output,
+        kind="bi-encoder",
+        base_model=base_model,
         data=f"{train.name}: {len(examples)} (query, positive) pairs, "
         f"{config.hard_negatives_per_query} hard negatives each where mined",
-        parameters=asdict(config), training=asdict(log), scores=scores,
+        parameters=asdict(config),
+        training=asdict(log),
+        scores=scores,
     )
     return output, log

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rerank_plugins._validation import check_positive_int
+from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.models.resolve import resolve_model_path
 from rerank_plugins.training._loop import TrainingLog, optimise
-from rerank_plugins.training.data import RetrievalDataset
 from rerank_plugins.training.heldout import pool_mrr
 from rerank_plugins.training.model_card import write_model_card
 
@@ -48,20 +48,22 @@ class CrossEncoderTrainingConfig:
             check_positive_int(getattr(self, name), name)
 
 
-def _groups(dataset: RetrievalDataset, negatives: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str, list[str]]]:
+def _groups(
+    dataset: RetrievalDataset, negatives: dict[str, list[str]], n: int, seed: int
+) -> list[tuple[str, str, list[str]]]:
     """(query, positive, ``n`` negatives drawn from its pool) per (query, positive) pair.
 
-    Queries whose pool holds fewer than ``n`` negatives are skipped; the set of groups is the same for every
-    ``seed``, only the negatives drawn differ.
+    A pool smaller than ``n`` (e.g. one given negative per query) is drawn from with replacement; queries with
+    no negative at all are skipped. The set of groups is the same for every ``seed``, only the draws differ.
     """
     rng = random.Random(seed)
     groups = []
     for query_id in dataset.labelled_queries:
         pool = [d for d in negatives.get(query_id, []) if d not in dataset.qrels[query_id]]
-        if len(pool) < n:
+        if not pool:
             continue
         for positive in dataset.positives(query_id):
-            chosen = rng.sample(pool, n)
+            chosen = rng.sample(pool, n) if len(pool) >= n else rng.choices(pool, k=n)
             groups.append((dataset.queries[query_id], dataset.corpus[positive], [dataset.corpus[d] for d in chosen]))
     return groups
 
@@ -89,7 +91,9 @@ def train_cross_encoder(
     logger.info("cross-encoder initialised from %s with a new scoring head", base_model)
     groups = _groups(train, negatives, config.num_negatives, config.seed)
     if not groups:
-        raise ValueError(f"no query in {train.name} has {config.num_negatives} negatives; mine more or lower num_negatives")
+        raise ValueError(
+            f"no query in {train.name} has a negative; mine some (negatives='hard') or add them to the data"
+        )
     pool_sizes = [len(v) for q, v in negatives.items() if q in train.qrels]
     average_pool = sum(pool_sizes) / max(1, len(pool_sizes))
 
@@ -105,8 +109,9 @@ def train_cross_encoder(
     def step_loss(batch: list[tuple[str, str, list[str]]]) -> Any:
         queries = [q for q, _, _ in batch for _ in range(n_docs)]
         docs = [d for _, positive, negs in batch for d in [positive, *negs]]
-        features = tokenizer(queries, docs, truncation="only_second", max_length=config.max_length,
-                             padding=True, return_tensors="pt")
+        features = tokenizer(
+            queries, docs, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
+        )
         logits = model(**features).logits.view(len(batch), n_docs)
         if config.loss == "listwise":
             return torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
@@ -116,8 +121,14 @@ def train_cross_encoder(
 
     def score(query: str, docs: list[str]) -> Any:
         with torch.inference_mode():
-            features = tokenizer([query] * len(docs), docs, truncation="only_second", max_length=config.max_length,
-                                 padding=True, return_tensors="pt")
+            features = tokenizer(
+                [query] * len(docs),
+                docs,
+                truncation="only_second",
+                max_length=config.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             return model(**features).logits[:, 0].numpy()
 
     evaluate = None
@@ -129,8 +140,10 @@ def train_cross_encoder(
     body = [p for p in model.parameters() if id(p) not in head_ids]
     log = optimise(
         model,
-        [{"params": body, "lr": config.learning_rate},
-         {"params": head, "lr": config.learning_rate * config.head_lr_multiplier}],
+        [
+            {"params": body, "lr": config.learning_rate},
+            {"params": head, "lr": config.learning_rate * config.head_lr_multiplier},
+        ],
         batches,
         step_loss,
         epochs=config.epochs,
@@ -149,8 +162,14 @@ def train_cross_encoder(
     if log.best_epoch is not None:
         scores["best_epoch"] = log.best_epoch
     write_model_card(
-        output, kind="cross-encoder", base_model=base_model, data=f"{train.name}: {len(groups)} (query, positive, "
+        output,
+        kind="cross-encoder",
+        base_model=base_model,
+        data=f"{train.name}: {len(groups)} (query, positive, "
         f"{config.num_negatives} negatives) groups; negatives drawn each epoch from pools of "
-        f"{average_pool:.1f} mined per query on average", parameters=asdict(config), training=asdict(log), scores=scores,
+        f"{average_pool:.1f} mined per query on average",
+        parameters=asdict(config),
+        training=asdict(log),
+        scores=scores,
     )
     return output, log

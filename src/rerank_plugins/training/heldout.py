@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.evaluation.metrics import mrr_at_k
-from rerank_plugins.training.data import RetrievalDataset
 
 
 def pool_mrr(

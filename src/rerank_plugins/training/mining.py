@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Any, Literal
 
-from rerank_plugins.index.store import FaissIndex
-from rerank_plugins.training.data import RetrievalDataset
+from rerank_plugins.data import RetrievalDataset
+from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.schema import Document
 
 
 def mine_hard_negatives(
     dataset: RetrievalDataset,
-    index: FaissIndex,
+    stage: FirstStage,
     *,
     num_negatives: int = 7,
     depth: int = 30,
@@ -20,9 +22,9 @@ def mine_hard_negatives(
 ) -> dict[str, list[str]]:
     """Per labelled query, ``num_negatives`` document ids that are not among its known positives.
 
-    ``hard``: sampled from the index's top-``depth`` for the query (the documents the first stage confuses
-    with the answer). ``random``: sampled from the whole corpus. ``index`` must hold ``dataset.corpus``
-    with the corpus ids as document ids.
+    ``hard``: sampled from the first stage's top-``depth`` for the query (the documents it confuses with the
+    answer). ``random``: sampled from the whole corpus. ``stage`` must hold ``dataset.corpus`` with the corpus
+    ids as document ids.
     """
     if strategy not in ("hard", "random"):
         raise ValueError(f"strategy must be 'hard' or 'random', got {strategy!r}")
@@ -36,7 +38,7 @@ def mine_hard_negatives(
             pool = [d for d in rng.sample(doc_ids, min(len(doc_ids), num_negatives + len(known))) if d not in known]
             negatives[query_id] = pool[:num_negatives]
         return negatives
-    hits = index.search_batch([dataset.queries[q] for q in query_ids], depth)
+    hits = stage.search_batch([dataset.queries[q] for q in query_ids], depth)
     for query_id, query_hits in zip(query_ids, hits):
         known = set(dataset.positives(query_id))
         pool = [h.document.id for h in query_hits if h.document.id not in known]
@@ -44,7 +46,14 @@ def mine_hard_negatives(
     return negatives
 
 
-def corpus_index(dataset: RetrievalDataset, embedder, **options) -> FaissIndex:
-    """A flat FAISS index over ``dataset.corpus`` keyed by corpus id."""
-    ids = list(dataset.corpus)
-    return FaissIndex.from_texts([dataset.corpus[d] for d in ids], embedder, ids=ids, **options)
+def corpus_first_stage(
+    dataset: RetrievalDataset,
+    embedder: BiEncoderBackend | None = None,
+    kind: str = "dense",
+    *,
+    analyzer: Any = "auto",
+    **dense_options: Any,
+) -> DocumentStore:
+    """A first stage of ``kind`` (dense, lexical or hybrid) over ``dataset.corpus`` keyed by corpus id."""
+    documents = [Document(text, doc_id) for doc_id, text in dataset.corpus.items()]
+    return build_first_stage(kind, documents, embedder, analyzer=analyzer, dense_options=dense_options)

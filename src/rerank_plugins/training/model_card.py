@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any
 
 
-def write_model_card(directory: Path, *, kind: str, base_model: str, data: str, parameters: dict[str, Any],
-                     training: dict[str, Any], scores: dict[str, Any]) -> None:
+def write_model_card(
+    directory: Path,
+    *,
+    kind: str,
+    base_model: str,
+    data: str,
+    parameters: dict[str, Any],
+    training: dict[str, Any],
+    scores: dict[str, Any],
+) -> None:
     info = {
         "kind": kind,
         "base_model": base_model,
@@ -22,7 +30,9 @@ def write_model_card(directory: Path, *, kind: str, base_model: str, data: str, 
     }
     (directory / "rerank_plugins_training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     rows = "\n".join(f"| {k} | {v} |" for k, v in parameters.items())
-    score_rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items())
+    score_rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()
+    )
     loader = "SentenceTransformer" if kind == "bi-encoder" else "CrossEncoder"
     (directory / "README.md").write_text(
         f"""---

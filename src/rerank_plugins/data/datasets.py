@@ -240,9 +240,7 @@ def _text_of(item: Any) -> Any:
     return get_content() if callable(get_content) else item
 
 
-def from_pairs(
-    pairs: Iterable[Sequence[Any]], corpus: Iterable[Any] = (), name: str = "pairs"
-) -> RetrievalDataset:
+def from_pairs(pairs: Iterable[Sequence[Any]], corpus: Iterable[Any] = (), name: str = "pairs") -> RetrievalDataset:
     """(query, positive[, negative]) tuples -> a data set; extra ``corpus`` documents join the document pool.
 
     Positives, negatives and corpus entries may be strings, LangChain ``Document``s or LlamaIndex nodes.

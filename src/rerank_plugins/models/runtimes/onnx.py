@@ -5,73 +5,35 @@ the model's own files (config and weights), so a changed model is exported again
 never is. int8 weights come from ONNX Runtime's dynamic quantization of the MatMul weights with one scale
 per output channel; each layer's FFN output projection, whose inputs carry large outliers, stays fp32
 (measured on MiniLM-L6: plain per-tensor int8 gave top-10 overlap 0.88-0.91 with fp32, this recipe
-0.97-0.98). A quality guard compares int8 rankings with fp32 on a check set and refuses the export when
-they disagree.
+0.97-0.98). The quality guard (:mod:`rerank_plugins.models.runtimes.guard`) compares int8 rankings with
+fp32 on a check set and refuses the export when they disagree.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rerank_plugins.models.resolve import model_fingerprint
+from rerank_plugins.models.runtimes.guard import require_agreement
+
 logger = logging.getLogger(__name__)
 
 ONNX_RUNTIMES: tuple[str, ...] = ("onnx", "onnx-int8")
-MIN_TOP10_OVERLAP = 0.95
-MIN_SPEARMAN = 0.99
-
-
-class QuantizationQualityError(RuntimeError):
-    """The int8 model ranks differently from fp32 on the check set; it was not kept."""
 
 
 def cache_root() -> Path:
     """Where exports are cached: ``$RERANK_PLUGINS_CACHE`` or ``~/.cache/rerank_plugins``."""
     return Path(os.environ.get("RERANK_PLUGINS_CACHE") or Path.home() / ".cache" / "rerank_plugins")
-
-
-def model_fingerprint(path: Path) -> str:
-    """SHA-256 over the model's config, tokenizer files and weights (content, not names or dates)."""
-    digest = hashlib.sha256()
-    patterns = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "*.safetensors", "*.bin")
-    for file in sorted({f for pattern in patterns for f in path.glob(pattern)}):
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:32]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (no tie correction; 1.0 for fewer than two items)."""
-    if len(a) < 2:
-        return 1.0
-    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
-    if ra.std() == 0 or rb.std() == 0:
-        return 1.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def ranking_agreement(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], k: int = 10) -> dict[str, float]:
-    """Mean top-k overlap and mean Spearman between two sets of per-query score vectors."""
-    overlaps, correlations = [], []
-    for ref, cand in zip(reference, candidate):
-        top = min(k, len(ref))
-        if top == 0:
-            continue
-        overlaps.append(len(set(np.argsort(-ref)[:top]) & set(np.argsort(-cand)[:top])) / top)
-        correlations.append(spearman(ref, cand))
-    return {"top10_overlap": float(np.mean(overlaps)), "spearman": float(np.mean(correlations)), "queries": len(overlaps)}
 
 
 class OnnxModel:
@@ -107,8 +69,12 @@ def _export(hf_model: Any, tokenizer: Any, target: Path) -> None:
     import torch
 
     # A padded batch: with an all-ones mask the model's masking code takes a shortcut that tracing would bake in.
-    sample = tokenizer(["a query", "a much longer query for the trace"], ["a document", "another document"],
-                       padding=True, return_tensors="pt")
+    sample = tokenizer(
+        ["a query", "a much longer query for the trace"],
+        ["a document", "another document"],
+        padding=True,
+        return_tensors="pt",
+    )
     assert not bool(sample["attention_mask"].all()), "the trace sample must contain padding"
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
     output = "logits" if type(hf_model).__name__.endswith("ForSequenceClassification") else "last_hidden_state"
@@ -149,7 +115,11 @@ def _outlier_matmuls(path: Path) -> list[str]:
     """Names of the FFN output projections, kept in fp32 by the int8 recipe."""
     import onnx
 
-    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "MatMul" and FFN_OUTPUT.search(node.name)]
+    return [
+        node.name
+        for node in onnx.load(str(path)).graph.node
+        if node.op_type == "MatMul" and FFN_OUTPUT.search(node.name)
+    ]
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -173,8 +143,8 @@ def load_onnx(
 ) -> OnnxModel:
     """The cached ONNX model for ``model_path`` (exported / quantized on first use).
 
-    ``check(run) -> {"top10_overlap", "spearman"}`` measures an int8 runner against fp32; below
-    :data:`MIN_TOP10_OVERLAP` / :data:`MIN_SPEARMAN` the int8 export is refused.
+    ``check(run) -> {"top10_overlap", "spearman"}`` measures an int8 runner against fp32; the int8 export is
+    kept only if :func:`~rerank_plugins.models.runtimes.guard.require_agreement` accepts it.
     """
     if runtime not in ONNX_RUNTIMES:
         raise ValueError(f"runtime must be one of {ONNX_RUNTIMES}, got {runtime!r}")
@@ -209,39 +179,13 @@ def load_onnx(
             )
             candidate = OnnxModel(staging, threads)
             report = check(candidate) if check is not None else {"top10_overlap": 1.0, "spearman": 1.0, "queries": 0}
-            if report["top10_overlap"] < MIN_TOP10_OVERLAP or report["spearman"] < MIN_SPEARMAN:
-                raise QuantizationQualityError(
-                    f"int8 export of {model_path} refused: against fp32 on the check set, top-10 overlap "
-                    f"{report['top10_overlap']:.3f} (needs >= {MIN_TOP10_OVERLAP}) and Spearman {report['spearman']:.4f} "
-                    f"(needs >= {MIN_SPEARMAN}). Use runtime='onnx' (fp32) or 'torch' for this model."
-                )
+            require_agreement(report, f"int8 export of {model_path}")
             os.replace(staging, int8)
             report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
         finally:
             if staging.exists():
                 staging.unlink()
     return OnnxModel(int8, threads)
-
-
-def check_set(queries: int = 16, depth: int = 30) -> list[tuple[str, list[str]]]:
-    """Realistic (query, candidates) requests for the quality guard, from the bundled SciFact subset.
-
-    Candidates are each query's ``depth`` documents with the most words in common with it, so the
-    check compares rankings among plausible documents, as a reranker sees them.
-    """
-    from rerank_plugins.quickstart import demo_data_path
-    from rerank_plugins.training.data import load_beir
-
-    data = load_beir(demo_data_path(), "test")
-    doc_ids = list(data.corpus)
-    doc_words = [set(data.corpus[d].lower().split()) for d in doc_ids]
-    requests = []
-    for query in list(data.queries.values())[:queries]:
-        query = " ".join(query.split()[:12])  # short enough for any model's max length to leave room
-        words = set(query.lower().split())
-        ranked = sorted(range(len(doc_ids)), key=lambda i: -len(words & doc_words[i]))[:depth]
-        requests.append((query, [data.corpus[doc_ids[i]] for i in ranked]))
-    return requests
 
 
 def clear_cache() -> None:

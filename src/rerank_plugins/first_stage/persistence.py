@@ -1,0 +1,134 @@
+"""Saving and loading first stages as directories: atomic writes, a manifest with checksums, no pickle.
+
+Every persisted stage (dense, lexical, hybrid, shards) goes through here, so each gives the same guarantees:
+a save is a complete new directory or the old one, never half; a load verifies the format, version and
+every file's SHA-256 before reading anything, and refuses a corrupt, truncated or foreign directory
+without touching it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins.schema import Document
+
+MANIFEST_FILE = "manifest.json"
+DOCUMENTS_FILE = "documents.jsonl"
+
+
+class IndexLoadError(ValueError):
+    """The directory is not a loadable index for these settings; nothing was changed."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], None], manifest: dict[str, Any]) -> Path:
+    """Write an index directory atomically.
+
+    ``write_files(staging)`` writes the data files (and sub-directories) into a fresh staging directory; the
+    manifest gets the SHA-256 of each file under ``files`` (relative POSIX paths) and is written last; then the
+    staging directory replaces
+    ``path``. A ``path`` that exists but is not an index (no manifest, not empty) is never overwritten.
+    """
+    target = Path(path)
+    if target.exists() and not (target / MANIFEST_FILE).is_file() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target} exists and is not a rerank-plugins index; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        write_files(staging)
+        names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        manifest = {**manifest, "files": {name: sha256_file(staging / name) for name in names}}
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        if target.exists():
+            os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_manifest(
+    directory: str | os.PathLike[str], format_name: str, format_version: int, required: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The manifest of ``directory`` after checking its format, version and required keys."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise IndexLoadError(f"{directory} is not a directory")
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexLoadError(f"{directory} is not a rerank-plugins index (no {MANIFEST_FILE})") from None
+    except ValueError as error:
+        raise IndexLoadError(f"{directory}/{MANIFEST_FILE} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise IndexLoadError(f"{directory}/{MANIFEST_FILE} is not a {format_name} manifest (format {found!r})")
+    if manifest.get("format_version") != format_version:
+        raise IndexLoadError(
+            f"{directory} has {format_name} format version {manifest.get('format_version')}; "
+            f"this version reads {format_version}"
+        )
+    missing = [key for key in (*required, "files") if key not in manifest]
+    if missing or not isinstance(manifest["files"], dict):
+        raise IndexLoadError(f"{directory}/{MANIFEST_FILE} is incomplete or invalid (missing {missing})")
+    return manifest
+
+
+def verify_files(directory: str | os.PathLike[str], manifest: dict[str, Any], expected: Iterable[str]) -> None:
+    """Refuse unless the manifest lists exactly ``expected`` and every file matches its checksum."""
+    directory = Path(directory)
+    expected = set(expected)
+    if set(manifest["files"]) != expected:
+        raise IndexLoadError(
+            f"{directory}/{MANIFEST_FILE} lists {sorted(manifest['files'])}, expected {sorted(expected)}"
+        )
+    for name, checksum in manifest["files"].items():
+        file = directory / name
+        if not file.is_file():
+            raise IndexLoadError(f"{directory}: {name} is missing")
+        if sha256_file(file) != checksum:
+            raise IndexLoadError(f"{directory}: {name} does not match its checksum (corrupt or modified)")
+
+
+def write_documents(path: Path, documents: Iterable[Document]) -> None:
+    """One JSON object per line: id, text, metadata."""
+    with path.open("w", encoding="utf-8") as handle:
+        for doc in documents:
+            handle.write(json.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}, ensure_ascii=False))
+            handle.write("\n")
+
+
+def read_documents(path: Path) -> list[Document]:
+    """The documents written by :func:`write_documents`; a malformed line is an :class:`IndexLoadError`."""
+    documents = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            try:
+                row = json.loads(line)
+                if not isinstance(row["text"], str) or not isinstance(row["id"], str):
+                    raise TypeError("id and text must be strings")
+                if not isinstance(row["metadata"], dict):
+                    raise TypeError("metadata must be an object")
+                documents.append(Document(text=row["text"], id=row["id"], metadata=row["metadata"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise IndexLoadError(f"{path.parent}: {path.name} line {line_number} is malformed: {error}") from None
+    if len({d.id for d in documents}) != len(documents):
+        raise IndexLoadError(f"{path.parent}: {path.name} holds duplicate document ids")
+    return documents

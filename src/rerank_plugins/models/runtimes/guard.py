@@ -1,0 +1,76 @@
+"""The quantization quality guard: a faster runtime is kept only if it ranks like fp32 on a check set.
+
+The check set is realistic reranking work (bundled SciFact claims, each with its 30 word-overlap candidates),
+so agreement is measured where it matters: among plausible documents, as a reranker sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rerank_plugins.data import demo_data_path, load_beir
+
+MIN_TOP10_OVERLAP = 0.95
+MIN_SPEARMAN = 0.99
+
+
+class QuantizationQualityError(RuntimeError):
+    """The quantized model ranks differently from fp32 on the check set; it was not kept."""
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (no tie correction; 1.0 for fewer than two items)."""
+    if len(a) < 2:
+        return 1.0
+    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def ranking_agreement(
+    reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], k: int = 10
+) -> dict[str, float]:
+    """Mean top-k overlap and mean Spearman between two sets of per-query score vectors."""
+    overlaps, correlations = [], []
+    for ref, cand in zip(reference, candidate):
+        top = min(k, len(ref))
+        if top == 0:
+            continue
+        overlaps.append(len(set(np.argsort(-ref)[:top]) & set(np.argsort(-cand)[:top])) / top)
+        correlations.append(spearman(ref, cand))
+    return {
+        "top10_overlap": float(np.mean(overlaps)),
+        "spearman": float(np.mean(correlations)),
+        "queries": len(overlaps),
+    }
+
+
+def require_agreement(report: dict[str, float], what: str) -> None:
+    """Raise :class:`QuantizationQualityError` unless ``report`` meets both thresholds."""
+    if report["top10_overlap"] < MIN_TOP10_OVERLAP or report["spearman"] < MIN_SPEARMAN:
+        raise QuantizationQualityError(
+            f"{what} refused: against fp32 on the check set, top-10 overlap {report['top10_overlap']:.3f} "
+            f"(needs >= {MIN_TOP10_OVERLAP}) and Spearman {report['spearman']:.4f} (needs >= {MIN_SPEARMAN}). "
+            "Use runtime='onnx' (fp32) or 'torch' for this model."
+        )
+
+
+def check_set(queries: int = 16, depth: int = 30) -> list[tuple[str, list[str]]]:
+    """Realistic (query, candidates) requests for the quality guard, from the bundled SciFact subset.
+
+    Candidates are each query's ``depth`` documents with the most words in common with it, so the
+    check compares rankings among plausible documents, as a reranker sees them.
+    """
+    data = load_beir(demo_data_path(), "test")
+    doc_ids = list(data.corpus)
+    doc_words = [set(data.corpus[d].lower().split()) for d in doc_ids]
+    requests = []
+    for query in list(data.queries.values())[:queries]:
+        query = " ".join(query.split()[:12])  # short enough for any model's max length to leave room
+        words = set(query.lower().split())
+        ranked = sorted(range(len(doc_ids)), key=lambda i: -len(words & doc_words[i]))[:depth]
+        requests.append((query, [data.corpus[doc_ids[i]] for i in ranked]))
+    return requests

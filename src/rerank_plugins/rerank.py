@@ -1,0 +1,130 @@
+"""The reranking stage: a cross-encoder backend plus options turns first-stage hits into ranked results.
+
+Shared by the pipeline and every adapter, so selection (``top_n``, thresholds), score scales, long-document
+handling and fusion with the first stage behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rerank_plugins._validation import check_rank_options, check_scale, select_top
+from rerank_plugins.fusion import fuse, stored_fusion_weight
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.pair_scoring import check_scoring_options
+from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
+
+
+@dataclass(frozen=True)
+class RerankOptions:
+    """How a cross-encoder's scores become a result list (validated on construction)."""
+
+    top_n: int | None = 5
+    score_threshold: float | None = None
+    min_keep: int = 0
+    scale: str = "raw"
+    long_documents: str = "truncate"
+    batch_size: int = 32
+    fusion_weight: float | str | None = None
+    """None: order by the reranker alone. A weight ``a`` in [0, 1]: order by ``a * z(rerank) + (1 - a) *
+    z(retrieval)`` (see :mod:`rerank_plugins.fusion`). ``"auto"``: the weight stored with a model trained by
+    rerank-plugins (tuned on its held-out queries), or the reranker alone if none is stored."""
+
+    def __post_init__(self) -> None:
+        check_rank_options(self.top_n, self.score_threshold, self.min_keep)
+        check_scale(self.scale)
+        check_scoring_options(self.long_documents, self.batch_size)
+        if self.fusion_weight is not None and self.fusion_weight != "auto":
+            if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)):
+                raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")
+            if not 0 <= self.fusion_weight <= 1:
+                raise ValueError(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
+
+
+class RerankingStage:
+    """A cross-encoder backend with its :class:`RerankOptions`: hits in, ranked :class:`RetrievedDocument` out.
+
+    Each output is a subset of its input hits, each at most once, best first.
+    """
+
+    def __init__(self, backend: CrossEncoderBackend, options: RerankOptions | None = None) -> None:
+        if not isinstance(backend, CrossEncoderBackend):
+            raise TypeError(f"backend must be a CrossEncoderBackend, got {type(backend).__name__}")
+        self.backend = backend
+        self.options = options or RerankOptions()
+
+    @property
+    def fusion_weight(self) -> float | None:
+        """The fusion weight in force (``"auto"`` resolved from the model's training record)."""
+        if self.options.fusion_weight == "auto":
+            return stored_fusion_weight(self.backend.path)
+        return self.options.fusion_weight
+
+    def rerank_batch(self, requests: Sequence[tuple[str, Sequence[SearchHit]]]) -> list[list[RetrievedDocument]]:
+        """Rerank each query's hits in one batched pass."""
+        weight = self.fusion_weight
+        ranked = self.backend.rank_batch(
+            [(query, [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs(weight)
+        )
+        return [self._results(hits, items, weight) for (_, hits), items in zip(requests, ranked)]
+
+    def rerank(self, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
+        return self.rerank_batch([(query, hits)])[0]
+
+    async def arerank(self, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
+        """:meth:`rerank` from async code: micro-batched with concurrent requests, off the event loop."""
+        weight = self.fusion_weight
+        ranked = await self.backend.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs(weight))
+        return self._results(hits, ranked, weight)
+
+    def _rank_kwargs(self, weight: float | None) -> dict[str, Any]:
+        options = self.options
+        selection = (
+            {"top_n": options.top_n, "score_threshold": options.score_threshold, "min_keep": options.min_keep}
+            if weight is None
+            else {"top_n": None, "score_threshold": None, "min_keep": 0}  # selection happens after fusion
+        )
+        return {
+            **selection,
+            "scale": options.scale,
+            "long_documents": options.long_documents,
+            "batch_size": options.batch_size,
+        }
+
+    def _results(
+        self, hits: Sequence[SearchHit], items: Sequence[RankedItem], weight: float | None
+    ) -> list[RetrievedDocument]:
+        options = self.options
+        fused: list[float | None] = [None] * len(items)
+        if weight is not None:
+            if len(items) != len(hits):
+                raise AssertionError("fusion needs every candidate scored")
+            fused_scores = fuse([i.score for i in items], [hits[i.index].score for i in items], weight)
+            keep = select_top(
+                fused_scores.tolist(),
+                options.top_n,
+                options.score_threshold,
+                options.min_keep,
+                threshold_scores=[i.score for i in items],
+            )
+            items, fused = [items[k] for k in keep], [float(fused_scores[k]) for k in keep]
+        return [
+            RetrievedDocument(
+                document=hits[item.index].document,
+                retrieval_score=hits[item.index].score,
+                rerank_score=item.score,
+                rerank_scale=options.scale,
+                truncated=item.truncated,
+                window=item.window,
+                fused_score=fused_score,
+                first_stage_sources=hits[item.index].sources,
+            )
+            for item, fused_score in zip(items, fused)
+        ]
+
+
+def first_stage_results(hits: Sequence[SearchHit], top_n: int | None) -> list[RetrievedDocument]:
+    """The first stage's own top-n as results (what a pipeline without a reranker returns)."""
+    return [RetrievedDocument(hit.document, hit.score, first_stage_sources=hit.sources) for hit in hits[:top_n]]
