@@ -1,8 +1,8 @@
 """Quality benchmark: what training each stage buys, on a BEIR-layout set (default: SciFact).
 
-Pipelines: (a) packaged MiniLM, (b) fine-tuned bi-encoder, (c) (a) + trained cross-encoder,
-(d) (b) + trained cross-encoder, each at first-stage depths 30 and 100, the reranker alone and fused with
-the first stage (weight tuned on held-out *training* queries, never on test); with training and evaluation times.
+First stages: (a) packaged MiniLM, (b) fine-tuned bi-encoder, (l) BM25, (h) hybrid of a + BM25, (hb) hybrid of
+b + BM25; each followed by the trained cross-encoder at the given depths, alone and fused with the first stage
+(weight tuned on held-out *training* queries, never on test); with training and evaluation times.
 Everything is trained here from the packaged all-MiniLM-L6-v2 on the train split only.
 
     python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
@@ -27,6 +27,7 @@ from rerank_plugins.data import load_dataset
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
 from rerank_plugins.evaluation.report import markdown_table
 from rerank_plugins.first_stage import FaissIndex
+from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
@@ -66,11 +67,21 @@ def main() -> None:
     parser.add_argument(
         "--mine-with",
         default="packaged",
-        choices=["packaged", "fine-tuned"],
-        help="bi-encoder whose top-30 gives the reranker's hard negatives",
+        choices=["packaged", "fine-tuned", "lexical", "hybrid", "hybrid-fine-tuned"],
+        help="first stage whose top-30 gives the reranker's hard negatives (hybrid: that dense model + BM25)",
+    )
+    parser.add_argument("--analyzer", default="auto", help="lexical analyzer of the lexical and hybrid first stages")
+    parser.add_argument("--hybrid-fusion", default="weighted", choices=["weighted", "rrf"])
+    parser.add_argument(
+        "--hybrid-weight", type=float, default=0.3, help="dense weight of the hybrid (choose it on train queries)"
     )
     parser.add_argument("--depths", default="30,100")
-    parser.add_argument("--pipelines", default="a,b", help="first stages to evaluate: a (packaged), b (fine-tuned)")
+    parser.add_argument(
+        "--pipelines",
+        default="a,b",
+        help="first stages to evaluate: a (packaged), b (fine-tuned), l (lexical BM25), "
+        "h (hybrid: packaged + BM25), hb (hybrid: fine-tuned + BM25)",
+    )
     parser.add_argument(
         "--runtime",
         default="torch",
@@ -153,14 +164,28 @@ def main() -> None:
         )
     tuned = BiEncoderBackend(str(bi_dir))
     tuned_index = cached_index("fine-tuned", tuned)
+    lexical = timed(
+        "index corpus (lexical)", timings, corpus_first_stage, test, None, "lexical", analyzer=args.analyzer
+    )
+    stages = {
+        "a": ("a: packaged MiniLM", base_index),
+        "b": ("b: fine-tuned bi-encoder", tuned_index),
+        "l": (f"l: BM25 ({lexical.analyzer.name})", lexical),
+    }
+    for name, dense, label in (("h", base_index, "packaged"), ("hb", tuned_index, "fine-tuned")):
+        hybrid = HybridIndex(dense, lexical, fusion=args.hybrid_fusion, dense_weight=args.hybrid_weight)
+        stages[name] = (f"{name}: hybrid ({label} + BM25, {args.hybrid_fusion} w={args.hybrid_weight})", hybrid)
+    miners = {"packaged": "a", "fine-tuned": "b", "lexical": "l", "hybrid": "h", "hybrid-fine-tuned": "hb"}
 
     cross_negatives, cross_held_negatives = negatives, held_negatives
-    if args.mine_with == "fine-tuned" and args.negatives == "hard":
-        cross_negatives = mine_hard_negatives(train_all, tuned_index, num_negatives=30, depth=30)
+    if args.mine_with != "packaged" and args.negatives == "hard":
+        miner = stages[miners[args.mine_with]][1]
+        cross_negatives = mine_hard_negatives(train_all, miner, num_negatives=30, depth=30)
         cross_held_negatives = {q: cross_negatives[q][: args.cross_negatives] for q in held_out.queries}
+    mined = "" if args.mine_with == "packaged" else f"-mined-{args.mine_with}"
     cross_dir = (
         work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
-        f"-{args.cross_max_length}-resampled{'-mined-fine-tuned' if args.mine_with == 'fine-tuned' else ''}"
+        f"-{args.cross_max_length}-resampled{mined}"
     )
     backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
     if args.cross_encoder:
@@ -189,22 +214,22 @@ def main() -> None:
     rows = []
     reports = {}
     fusion = {}
-    first_stages = {"a": ("a: packaged MiniLM", base_index), "b": ("b: fine-tuned bi-encoder", tuned_index)}
-    for label, index in (first_stages[name] for name in args.pipelines.split(",")):
+    for name in args.pipelines.split(","):
+        label, index = stages[name]
         query_ids, hits, _ = first_stage(held_out, index, 30)
         scores, _ = rerank_scores(
             held_out, query_ids, hits, reranker, long_documents=args.long_documents, show_progress=False
         )
-        fusion[label[0]] = tune_fusion_weight(held_out, query_ids, hits, scores)
-        weight = fusion[label[0]]["weight"]
+        fusion[name] = tune_fusion_weight(held_out, query_ids, hits, scores)
+        weight = fusion[name]["weight"]
         print(
-            f"fusion weight for {label[0]} (tuned on {len(query_ids)} held-out train queries): {weight} "
-            f"{fusion[label[0]]['ndcg@10_by_weight']}",
+            f"fusion weight for {name} (tuned on {len(query_ids)} held-out train queries): {weight} "
+            f"{fusion[name]['ndcg@10_by_weight']}",
             flush=True,
         )
         for depth in depths:
             report = timed(
-                f"evaluate {label[0]} top-{depth}",
+                f"evaluate {name} top-{depth}",
                 timings,
                 evaluate_two_stage,
                 test,
@@ -214,13 +239,12 @@ def main() -> None:
                 fusion_weight=weight,
                 long_documents=args.long_documents,
             )
-            reports[f"{label[0]}@{depth}"] = report
+            reports[f"{name}@{depth}"] = report
             metrics = report["metrics"]
-            second = "c" if label[0] == "a" else "d"
             rows.append((label, depth, metrics["first_stage"], report["latency"]["first_stage"]))
             rows.append(
                 (
-                    f"{second}: {label[0]} + trained cross-encoder",
+                    f"{name} + trained cross-encoder alone",
                     depth,
                     metrics["reranker_only"],
                     report["latency"]["rerank"],
@@ -228,7 +252,7 @@ def main() -> None:
             )
             rows.append(
                 (
-                    f"{second}+: {label[0]} + cross-encoder fused (a={weight})",
+                    f"{name} + cross-encoder fused (a={weight})",
                     depth,
                     metrics["reranked"],
                     report["latency"]["rerank"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rerank_plugins import get_cross_encoder
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 
 DOCS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
@@ -13,7 +12,8 @@ DOCS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul kor
 
 @pytest.fixture()
 def reranker(tiny_cross_path) -> CrossEncoderBackend:
-    return get_cross_encoder(tiny_cross_path)
+    """Uncached, so tests comparing two paths (order, batching, rank vs score) compare computations, not cache hits."""
+    return CrossEncoderBackend(tiny_cross_path, cache_size=0)
 
 
 def test_scores_follow_input_order(reranker):
@@ -110,16 +110,41 @@ def test_long_document_truncation_is_flagged_and_only_the_document_is_cut(rerank
     assert all(r.window is None for r in ranked)
 
 
-def test_window_mode_scores_the_best_window(reranker):
-    # the relevant words only appear at the end of a long document
-    filler = "the " * 300
-    doc = filler + "korea seoul city"
-    windowed = reranker.rank("korea seoul", [doc], long_documents="window")[0]
-    truncated = reranker.rank("korea seoul", [doc], long_documents="truncate")[0]
-    assert windowed.truncated and windowed.window is not None and windowed.window > 0
-    assert windowed.score >= truncated.score
-    windows_scores = reranker.score("korea seoul", [doc], long_documents="window")
-    assert windows_scores[0] == pytest.approx(windowed.score)
+def _count_tokens_head(monkeypatch, backend: CrossEncoderBackend, words: list[str]) -> None:
+    """Replace the scoring head with a known one: a pair's logit is how often ``words`` occur in its tokens."""
+    import torch
+
+    model = backend.model.model
+    original = model.forward
+    ids = torch.tensor(backend.model.tokenizer.convert_tokens_to_ids(words))
+
+    def counting(*args, input_ids=None, attention_mask=None, **kwargs):
+        output = original(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hits = torch.isin(input_ids, ids) & attention_mask.bool()
+        output.logits = hits.sum(dim=1, keepdim=True).to(output.logits.dtype)
+        return output
+
+    monkeypatch.setattr(model, "forward", counting)
+
+
+def test_window_mode_scores_the_best_window(reranker, monkeypatch):
+    # A known answer: the logit counts "korea"/"seoul" tokens, which appear once in the query and once at the very
+    # end of a long document. Only the last window holds the document's pair: it scores 2 + 2 = 4, every other
+    # window (and the truncated document) 2.
+    _count_tokens_head(monkeypatch, reranker, ["korea", "seoul"])
+    doc = "the " * 300 + "korea seoul city"  # 303 tokens
+    room = reranker.max_length - 2 - 3  # [CLS] korea seoul [SEP] ... [SEP]
+    step = room - min(reranker.window_overlap, room // 2)
+    last_window = -(-(303 - room) // step)
+    windowed = reranker.rank("korea seoul", ["seoul city", doc], long_documents="window")
+    assert [(r.index, r.score, r.window) for r in windowed] == [(1, 4.0, last_window), (0, 3.0, None)]
+    assert windowed[0].truncated and not windowed[1].truncated
+    truncated = reranker.rank("korea seoul", ["seoul city", doc])
+    assert [(r.index, r.score, r.window, r.truncated) for r in truncated] == [
+        (0, 3.0, None, False),
+        (1, 2.0, None, True),
+    ]
+    np.testing.assert_array_equal(reranker.score("korea seoul", [doc, doc[-40:]], long_documents="window"), [4.0, 4.0])
 
 
 def test_query_longer_than_the_model_is_an_error_not_a_silent_cut(reranker):
@@ -132,21 +157,30 @@ def test_one_megabyte_document(reranker):
     assert {r.index: r.truncated for r in ranked} == {0: False, 1: True}
 
 
-def test_nan_scores_rank_last(reranker, monkeypatch):
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_nan_scores_rank_last(reranker, monkeypatch, batch_size):
     import torch
 
     model = reranker.model.model
     original = model.forward
+    virus = reranker.model.tokenizer.convert_tokens_to_ids("virus")
 
-    def nan_for_first(*args, **kwargs):
-        output = original(*args, **kwargs)
-        output.logits[0, 0] = torch.nan
+    def nan_for_virus(*args, input_ids=None, **kwargs):
+        output = original(*args, input_ids=input_ids, **kwargs)
+        output.logits[(input_ids == virus).any(dim=1)] = torch.nan
         return output
 
-    monkeypatch.setattr(model, "forward", nan_for_first)
-    ranked = reranker.rank("cancer", ["a b", "cancer"], batch_size=1)
-    assert ranked[-1].score == -np.inf
-    assert len(ranked) == 2
+    monkeypatch.setattr(model, "forward", nan_for_virus)
+    docs = ["virus a", "cancer gene", "heart blood dose", "virus b", "seoul"]
+    finite = CrossEncoderBackend(reranker.model_name, cache_size=0).score("cancer", docs)  # the real scores
+    ranked = reranker.rank("cancer", docs, batch_size=batch_size)
+    expected_finite = [i for i in np.argsort(-finite, kind="stable") if i not in (0, 3)]
+    assert [r.index for r in ranked[:3]] == expected_finite
+    np.testing.assert_allclose([r.score for r in ranked[:3]], finite[expected_finite], atol=1e-5)
+    assert sorted(r.index for r in ranked[3:]) == [0, 3] and all(r.score == -np.inf for r in ranked[3:])
+    scores = reranker.score("cancer", docs, batch_size=batch_size)
+    assert np.isneginf(scores[[0, 3]]).all() and np.isfinite(scores[[1, 2, 4]]).all()
+    assert [r.index for r in reranker.rank("cancer", docs, top_n=2)] == expected_finite[:2]
 
 
 def test_two_label_model_scores_positive_minus_negative(tmp_path, tiny_cross_path):

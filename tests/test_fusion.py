@@ -10,6 +10,7 @@ import pytest
 from rerank_plugins import get_bi_encoder, get_cross_encoder
 from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.fusion import fuse, stored_fusion_weight, zscore
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.pipeline import TwoStagePipeline
 from rerank_plugins.rerank import RerankingStage, RerankOptions
 
@@ -42,7 +43,7 @@ def index(tiny_bi_path):
 
 
 def test_weight_zero_reproduces_the_first_stage_and_one_the_reranker(index, tiny_cross_path):
-    reranker = get_cross_encoder(tiny_cross_path)
+    reranker = CrossEncoderBackend(tiny_cross_path, cache_size=0)  # fused and plain runs both compute their scores
     first = [
         r.document.id
         for r in TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
@@ -56,6 +57,7 @@ def test_weight_zero_reproduces_the_first_stage_and_one_the_reranker(index, tiny
     ).retrieve("cancer risk")
     plain = TwoStagePipeline(index, reranker, top_k=8, options=RerankOptions(top_n=8)).retrieve("cancer risk")
     assert [r.document.id for r in only_rerank] == [r.document.id for r in plain]
+    assert [r.rerank_score for r in only_rerank] == pytest.approx([r.rerank_score for r in plain], abs=1e-5)
     assert all(r.fused_score is not None and r.score == r.fused_score for r in only_rerank)
     assert all(r.fused_score is None for r in plain)
 
@@ -71,11 +73,15 @@ def test_fused_results_respect_top_n_threshold_and_min_keep(index, tiny_cross_pa
 
 async def test_async_fusion_matches_sync(index, tiny_cross_path):
     pipeline = TwoStagePipeline(
-        index, get_cross_encoder(tiny_cross_path), top_k=8, options=RerankOptions(top_n=4, fusion_weight=0.4)
+        index,
+        CrossEncoderBackend(tiny_cross_path, cache_size=0),  # the async run computes its scores again
+        top_k=8,
+        options=RerankOptions(top_n=4, fusion_weight=0.4),
     )
     sync = pipeline.retrieve("heart risk")
     assync = await pipeline.aretrieve("heart risk")
     assert [r.document.id for r in sync] == [r.document.id for r in assync]
+    assert [r.fused_score for r in sync] == pytest.approx([r.fused_score for r in assync], abs=1e-5)
 
 
 def test_auto_reads_the_weight_stored_with_the_model(tmp_path, tiny_cross_path, index):

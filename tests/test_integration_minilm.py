@@ -53,7 +53,11 @@ def test_langchain_and_llamaindex_embeddings_agree(offline):
 
     lc, li = BiEncoderEmbeddings(model=HUB_ID), BiEncoderEmbedding(model_name=HUB_ID)
     assert lc.backend is li.backend
+    lc.backend.cache_size = 0  # both calls compute: the second must not just read the first one's cached vector
     np.testing.assert_allclose(lc.embed_query("retrieval"), li.get_query_embedding("retrieval"), atol=1e-6)
+    expected = lc.backend.model.encode_query(["retrieval"], normalize_embeddings=True)[0]
+    np.testing.assert_allclose(li.get_query_embedding("retrieval"), expected, atol=1e-5)
+    np.testing.assert_allclose(lc.embed_documents(["retrieval"])[0], expected, atol=1e-5)  # no prompts: the same
 
 
 def test_an_embedding_model_is_refused_as_a_cross_encoder(offline):

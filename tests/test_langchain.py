@@ -12,6 +12,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
 from rerank_plugins.langchain import BiEncoderEmbeddings, CrossEncoderReranker, TwoStageRetriever  # noqa: E402
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend  # noqa: E402
 
 TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
 
@@ -40,6 +41,24 @@ class TestBiEncoderEmbeddingsIntegration(_TinyBiEncoderParams, EmbeddingsIntegra
     pass
 
 
+def _uncached(path) -> CrossEncoderBackend:
+    """A backend of its own without a score cache: two paths compared must both compute their scores."""
+    return CrossEncoderBackend(path, cache_size=0)
+
+
+def _assert_same_ranking(got: list[Document], want: list[Document]) -> None:
+    """What two ways of reranking must agree on: which documents, in which order, and their scores (to 1e-5)."""
+    assert [d.id for d in got] == [d.id for d in want]
+    assert [(d.page_content, _without_score(d)) for d in got] == [(d.page_content, _without_score(d)) for d in want]
+    assert [d.metadata["rerank_score"] for d in got] == pytest.approx(
+        [d.metadata["rerank_score"] for d in want], abs=1e-5
+    )
+
+
+def _without_score(document: Document) -> dict:
+    return {k: v for k, v in document.metadata.items() if k != "rerank_score"}
+
+
 @pytest.fixture()
 def documents():
     return [Document(page_content=t, metadata={"n": i, "score": 0.1 * i}, id=f"doc-{i}") for i, t in enumerate(TEXTS)]
@@ -47,7 +66,7 @@ def documents():
 
 def test_compressor_returns_sorted_copies_and_never_mutates(tiny_cross_path, documents):
     before = copy.deepcopy(documents)
-    reranker = CrossEncoderReranker(model=str(tiny_cross_path), top_n=3)
+    reranker = CrossEncoderReranker(backend=_uncached(tiny_cross_path), top_n=3)
     out = reranker.compress_documents(documents, "cancer risk")
     assert documents == before
     assert len(out) == 3 and all(d not in documents or d is not documents[d.metadata["n"]] for d in out)
@@ -57,8 +76,9 @@ def test_compressor_returns_sorted_copies_and_never_mutates(tiny_cross_path, doc
         assert d.metadata["rerank_scale"] == "raw"
         assert d.metadata["retrieval_score"] == pytest.approx(0.1 * d.metadata["n"])
         assert d.id == f"doc-{d.metadata['n']}" and d.page_content == TEXTS[d.metadata["n"]]
-    expected = reranker.backend.rank("cancer risk", TEXTS, top_n=3)
+    expected = _uncached(tiny_cross_path).rank("cancer risk", TEXTS, top_n=3)  # computed again, not cached
     assert [d.metadata["n"] for d in out] == [r.index for r in expected]
+    assert scores == pytest.approx([r.score for r in expected], abs=1e-5)
 
 
 def test_compressor_sigmoid_threshold_and_min_keep(tiny_cross_path, documents):
@@ -84,10 +104,10 @@ def test_compressor_rejects_non_documents(tiny_cross_path):
 
 
 async def test_async_compress_matches_sync(tiny_cross_path, documents):
-    reranker = CrossEncoderReranker(model=str(tiny_cross_path), top_n=3)
-    assert await reranker.acompress_documents(documents, "cancer risk") == reranker.compress_documents(
-        documents, "cancer risk"
-    )
+    reranker = CrossEncoderReranker(backend=_uncached(tiny_cross_path), top_n=3)
+    assync = await reranker.acompress_documents(documents, "cancer risk")
+    sync = reranker.compress_documents(documents, "cancer risk")
+    _assert_same_ranking(assync, sync)
 
 
 @pytest.fixture()
@@ -95,7 +115,7 @@ def retriever(tiny_bi_path, tiny_cross_path, documents):
     return TwoStageRetriever.from_documents(
         documents,
         BiEncoderEmbeddings(model=str(tiny_bi_path)),
-        CrossEncoderReranker(model=str(tiny_cross_path), top_n=2),
+        CrossEncoderReranker(backend=_uncached(tiny_cross_path), top_n=2),
         top_k=4,
     )
 
@@ -105,11 +125,12 @@ def test_retriever_invoke_async_and_batch_agree(retriever):
     assert len(sync) == 2 and {"retrieval_score", "rerank_score", "rerank_scale"} <= set(sync[0].metadata)
     assert sync[0].metadata["rerank_score"] >= sync[1].metadata["rerank_score"]
     batched = retriever.batch(["cancer risk", "korea city"])
-    assert batched[0] == sync and len(batched[1]) == 2
+    _assert_same_ranking(batched[0], sync)
+    assert len(batched[1]) == 2
 
 
 async def test_retriever_ainvoke(retriever):
-    assert await retriever.ainvoke("cancer risk") == retriever.invoke("cancer risk")
+    _assert_same_ranking(await retriever.ainvoke("cancer risk"), retriever.invoke("cancer risk"))
 
 
 def test_retriever_without_reranker_returns_first_stage_top_n(tiny_bi_path, documents):
@@ -156,7 +177,7 @@ def test_retriever_save_and_load(retriever, tmp_path, tiny_bi_path, tiny_cross_p
     loaded = TwoStageRetriever.load(
         tmp_path / "idx",
         BiEncoderEmbeddings(model=str(tiny_bi_path)),
-        CrossEncoderReranker(model=str(tiny_cross_path), top_n=2),
+        CrossEncoderReranker(backend=_uncached(tiny_cross_path), top_n=2),
         top_k=4,
     )
-    assert loaded.invoke("cancer risk") == retriever.invoke("cancer risk")
+    _assert_same_ranking(loaded.invoke("cancer risk"), retriever.invoke("cancer risk"))

@@ -96,8 +96,8 @@ def test_generic_bigrams_scripts_without_spaces():
     ("sample", "expected"),
     [
         (ENGLISH, "english"),
-        (KOREAN, "korean-bigram"),
-        (["삼성전자 Galaxy S24 Ultra 리뷰와 가격 비교"], "korean-bigram"),  # mostly Latin letters, still Korean
+        (KOREAN, "korean"),
+        (["삼성전자 Galaxy S24 Ultra 리뷰와 가격 비교"], "korean"),  # mostly Latin letters, still Korean
         (["東京都に住んでいます。", "我爱北京天安门"], "generic"),
         (["Привет, как дела?"], "generic"),
         (["12345 !!!"], "generic"),
@@ -160,7 +160,7 @@ def test_ties_by_position_also_at_the_cut_off():
     assert len(index.search("apple", k=100)) == 6  # k above the index size: fewer hits
 
 
-@pytest.mark.parametrize("analyzer", ["korean-bigram", "korean-morph", "auto"])
+@pytest.mark.parametrize("analyzer", ["korean-bigram", "korean-morph", "korean", "auto"])
 def test_korean_questions_find_their_paragraph(analyzer):
     distractors = [f"{i}번째 문서는 날씨와 교통과 경제 뉴스를 다룬다." for i in range(20)]
     index = LexicalIndex.from_texts(distractors + KOREAN, analyzer=analyzer)
@@ -275,7 +275,7 @@ def test_round_trip_gives_identical_results(saved, monkeypatch):
         == index.describe()
         == {
             "kind": "lexical",
-            "analyzer": {"name": "korean-bigram", "chosen_by": "auto"},
+            "analyzer": {"name": "korean", "chosen_by": "auto"},
             "k1": 1.2,
             "b": 0.75,
             "method": "lucene",
@@ -339,7 +339,7 @@ def test_damaged_index_refused_untouched(saved, damage, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"analyzer": "korean-morph"}, "'korean-bigram' analyzer, not 'korean-morph'"),
+        ({"analyzer": "korean-morph"}, "'korean' analyzer, not 'korean-morph'"),
         ({"analyzer": str.split}, "not 'custom'"),
         ({"k1": 1.5}, "k1=1.2"),
         ({"method": "atire"}, "method='lucene'"),
@@ -351,7 +351,7 @@ def test_mismatched_settings_refused_untouched(saved, kwargs, message):
     with pytest.raises(IndexLoadError, match=message):
         LexicalIndex.load(path, **kwargs)
     assert snapshot(path) == before
-    assert LexicalIndex.load(path, analyzer="korean-bigram", k1=1.2).describe()["analyzer"]["name"] == "korean-bigram"
+    assert LexicalIndex.load(path, analyzer="korean", k1=1.2).describe()["analyzer"]["name"] == "korean"
 
 
 def test_custom_analyzer_must_be_given_again(tmp_path):
@@ -379,3 +379,11 @@ def test_save_over_an_existing_index_replaces_it(saved):
     _, path = saved
     LexicalIndex.from_texts(ENGLISH).save(path)
     assert len(LexicalIndex.load(path)) == len(ENGLISH)
+
+
+def test_korean_analyzer_is_bigrams_and_morphemes_together():
+    text = "대한민국의 수도는 서울이다"
+    combined = resolve_analyzer("korean").analyze([text])[0]
+    bigrams = resolve_analyzer("korean-bigram").analyze([text])[0]
+    morphemes = resolve_analyzer("korean-morph").analyze([text])[0]
+    assert combined == bigrams + morphemes and "서울" in morphemes and "수도" in bigrams

@@ -10,8 +10,20 @@ pytest.importorskip("llama_index.core")
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank, TwoStageRetriever  # noqa: E402
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend  # noqa: E402
 
 TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
+
+
+def _uncached(path) -> CrossEncoderBackend:
+    """A backend of its own without a score cache: two paths compared must both compute their scores."""
+    return CrossEncoderBackend(path, cache_size=0)
+
+
+def _assert_same_ranking(got: list[NodeWithScore], want: list[NodeWithScore]) -> None:
+    """What two ways of reranking must agree on: which nodes, in which order, and their scores (to 1e-5)."""
+    assert [n.node.node_id for n in got] == [n.node.node_id for n in want]
+    assert [n.score for n in got] == pytest.approx([n.score for n in want], abs=1e-5)
 
 
 @pytest.fixture()
@@ -23,7 +35,7 @@ def nodes():
 
 def test_postprocessor_scores_copies_and_never_mutates(tiny_cross_path, nodes):
     before = copy.deepcopy(nodes)
-    rerank = CrossEncoderRerank(model=str(tiny_cross_path), top_n=3)
+    rerank = CrossEncoderRerank(backend=_uncached(tiny_cross_path), top_n=3)
     out = rerank.postprocess_nodes(nodes, query_str="cancer risk")
     assert [n.model_dump() for n in nodes] == [n.model_dump() for n in before]
     assert len(out) == 3
@@ -34,6 +46,10 @@ def test_postprocessor_scores_copies_and_never_mutates(tiny_cross_path, nodes):
         assert n.node.metadata["retrieval_score"] == pytest.approx(0.1 * i)
         assert n.node.metadata["rerank_score"] == pytest.approx(n.score)
         assert "rerank_score" not in n.node.get_content(metadata_mode=MetadataMode.LLM)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]  # what the reranker reads
+    expected = _uncached(tiny_cross_path).rank("cancer risk", texts, top_n=3)
+    assert [n.node.metadata["n"] for n in out] == [r.index for r in expected]
+    assert [n.score for n in out] == pytest.approx([r.score for r in expected], abs=1e-5)
 
 
 def test_postprocessor_needs_a_query(tiny_cross_path, nodes):
@@ -42,10 +58,10 @@ def test_postprocessor_needs_a_query(tiny_cross_path, nodes):
 
 
 async def test_async_postprocess_matches_sync(tiny_cross_path, nodes):
-    rerank = CrossEncoderRerank(model=str(tiny_cross_path), top_n=3)
+    rerank = CrossEncoderRerank(backend=_uncached(tiny_cross_path), top_n=3)
     sync = rerank.postprocess_nodes(nodes, QueryBundle("cancer risk"))
     assync = await rerank.apostprocess_nodes(nodes, QueryBundle("cancer risk"))
-    assert [(n.node.node_id, n.score) for n in sync] == [(n.node.node_id, n.score) for n in assync]
+    _assert_same_ranking(sync, assync)
 
 
 def test_embedding_query_and_text(tiny_bi_path):
@@ -64,7 +80,7 @@ def retriever(tiny_bi_path, tiny_cross_path, nodes):
     return TwoStageRetriever.from_nodes(
         [n.node for n in nodes],
         BiEncoderEmbedding(model_name=str(tiny_bi_path)),
-        CrossEncoderRerank(model=str(tiny_cross_path), top_n=2),
+        CrossEncoderRerank(backend=_uncached(tiny_cross_path), top_n=2),
         top_k=4,
     )
 
@@ -73,7 +89,7 @@ def test_retriever_returns_reranked_nodes(retriever):
     out = retriever.retrieve("cancer risk")
     assert len(out) == 2 and out[0].score >= out[1].score
     assert out[0].node.metadata["rerank_score"] == pytest.approx(out[0].score)
-    assert retriever.retrieve_batch(["cancer risk"])[0][0].node.node_id == out[0].node.node_id
+    _assert_same_ranking(retriever.retrieve_batch(["cancer risk", "korea city"])[0], out)
 
 
 def test_retriever_can_split_long_nodes(tiny_bi_path, nodes):
@@ -92,7 +108,7 @@ def test_retriever_can_split_long_nodes(tiny_bi_path, nodes):
 
 async def test_retriever_async(retriever):
     out = await retriever.aretrieve("cancer risk")
-    assert [n.node.node_id for n in out] == [n.node.node_id for n in retriever.retrieve("cancer risk")]
+    _assert_same_ranking(out, retriever.retrieve("cancer risk"))
 
 
 def test_retriever_inside_a_query_engine(retriever):

@@ -6,6 +6,7 @@ called (fields are validated on assignment), so a setting changed after construc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -140,6 +141,18 @@ class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
         self.rerank_options()  # e.g. top_n=0 passes pydantic's int check but not ours; runs on assignment too
         return self
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A refused option is not kept: pydantic runs the check above after storing the new value."""
+        if name not in RerankFields.model_fields:
+            super().__setattr__(name, value)
+            return
+        old = self.__dict__[name]
+        try:
+            super().__setattr__(name, value)
+        except Exception:
+            self.__dict__[name] = old
+            raise
+
     @property
     def backend(self) -> CrossEncoderBackend:
         """The shared backend (the same instance for every adapter asking for this model and options)."""
@@ -149,3 +162,9 @@ class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
     def stage(self) -> RerankingStage:
         """The reranking stage with the options in force now."""
         return RerankingStage(self._backend, self.rerank_options())
+
+    def stage_with_top_n(self, top_n: int | None) -> RerankingStage:
+        """:attr:`stage` keeping ``top_n`` documents instead (a retriever's own or per-call top_n); None: ours."""
+        if top_n is None:
+            return self.stage
+        return RerankingStage(self._backend, dataclasses.replace(self.rerank_options(), top_n=top_n))

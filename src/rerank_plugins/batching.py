@@ -1,7 +1,8 @@
 """Micro-batching for async callers: concurrent requests share one forward pass, off the event loop.
 
 A request waits at most ``max_wait_s`` for company; a batch holds at most ``max_weight`` units (texts or
-(query, document) pairs). The model work runs in a worker thread, so the event loop stays responsive.
+(query, document) pairs), except a single request heavier than that, which goes alone. The model work runs
+in a worker thread, so the event loop stays responsive.
 While one batch computes, new arrivals queue up and form the next one, so batches grow under load.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -19,7 +21,7 @@ Result = TypeVar("Result")
 
 @dataclass
 class _LoopState:
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queue: deque = field(default_factory=deque)  # (item, future); a deque so the next item can be weighed first
     worker: asyncio.Task | None = None
 
 
@@ -48,7 +50,7 @@ class MicroBatcher(Generic[Item, Result]):
         if state is None:
             state = self._states[loop] = _LoopState()
         future: asyncio.Future = loop.create_future()
-        state.queue.put_nowait((item, future))
+        state.queue.append((item, future))
         if state.worker is None or state.worker.done():
             state.worker = loop.create_task(self._drain(state))
         return await future
@@ -56,20 +58,22 @@ class MicroBatcher(Generic[Item, Result]):
     async def _drain(self, state: _LoopState) -> None:
         """Process batches until the queue is empty, then stop (a later submit starts a new worker)."""
         loop = asyncio.get_running_loop()
-        while not state.queue.empty():
-            batch = [state.queue.get_nowait()]
+        while state.queue:
+            batch = [state.queue.popleft()]
             weight = self.weight(batch[0][0])
             deadline = loop.time() + self.max_wait_s
             while weight < self.max_weight:
-                if state.queue.empty():
+                if not state.queue:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
                     await asyncio.sleep(min(remaining, 0.0005))
                     continue
-                item, future = state.queue.get_nowait()
-                batch.append((item, future))
-                weight += self.weight(item)
+                item_weight = self.weight(state.queue[0][0])
+                if weight + item_weight > self.max_weight:
+                    break  # weighed before it is taken: it opens the next batch, so this one stays within max_weight
+                batch.append(state.queue.popleft())
+                weight += item_weight
             live = [(item, future) for item, future in batch if not future.cancelled()]
             if not live:
                 continue

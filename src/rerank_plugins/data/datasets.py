@@ -186,14 +186,16 @@ def load_beir(directory: str | os.PathLike[str], split: str = "test") -> Retriev
 def load_squad(
     path: str | os.PathLike[str], split: str | None = None, test_fraction: float = 0.3, seed: int = 0
 ) -> RetrievalDataset:
-    """SQuAD / KorQuAD JSON: corpus = paragraphs, each question's relevant document = its own paragraph.
+    """SQuAD / KorQuAD JSON (``.json`` or ``.json.gz``): corpus = paragraphs, each question's relevant
+    document = its own paragraph.
 
     ``split``: None (all questions), ``"train"`` or ``"test"``: articles are divided at random
     (``test_fraction`` of them to test) so that no paragraph serves both.
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        with _open_text(path) as handle:
+            data = json.load(handle)["data"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"{path}: not SQuAD-style JSON with a top-level 'data' list ({error})") from None
     if split not in (None, "train", "test"):
@@ -299,11 +301,11 @@ def load_pairs(path: str | os.PathLike[str]) -> RetrievalDataset:
 
 
 def load_dataset(path: str | os.PathLike[str], split: str | None = None) -> RetrievalDataset:
-    """Pick the loader from what ``path`` is: BEIR folder, SQuAD-style ``.json``, or a pairs file."""
+    """Pick the loader from what ``path`` is: BEIR folder, SQuAD-style ``.json[.gz]``, or a pairs file."""
     path = Path(path)
     if path.is_dir():
         return load_beir(path, split or "test")
-    if path.suffix == ".json":
+    if path.name.endswith((".json", ".json.gz")):
         return load_squad(path, split)
     if not path.exists():
         raise DataError(f"{path} does not exist")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.evaluation.metrics import compute_metrics
 from rerank_plugins.first_stage.base import FirstStage
+from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import fuse
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.schema import SearchHit
@@ -87,6 +88,25 @@ def tune_fusion_weight(
     }
     best = max(weights, key=lambda w: (sweep[str(w)], w))  # ties go to trusting the reranker more
     return {"weight": best, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
+
+
+def tune_hybrid_weight(
+    stage: HybridIndex, dataset: RetrievalDataset, weights: Sequence[float] = FUSION_WEIGHTS, k: int = 100
+) -> dict[str, Any]:
+    """Set ``stage.dense_weight`` to the weight with the best nDCG@10 on ``dataset`` (use training queries, never
+    the test queries you report on); returns the sweep. Ties go to the weight closest to the current one."""
+    if not isinstance(stage, HybridIndex):
+        raise TypeError(f"fusion tuning needs a hybrid first stage, got {type(stage).__name__}")
+    current = stage.dense_weight
+    sweep = {}
+    for weight in weights:
+        stage.dense_weight = float(weight)
+        query_ids, hits, _ = first_stage(dataset, stage, k)
+        rankings = {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}
+        sweep[str(weight)] = compute_metrics(rankings, dataset.qrels, ks=(10,))["ndcg@10"]
+    best = max(weights, key=lambda w: (sweep[str(w)], -abs(w - current)))
+    stage.dense_weight = float(best)
+    return {"dense_weight": float(best), "fusion": stage.fusion, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
 
 
 def evaluate_two_stage(

@@ -1,4 +1,4 @@
-"""Write an evaluation report as JSON, a Markdown table, and a PNG plot of metrics against k."""
+"""Write an evaluation report as JSON, a Markdown table, and a PNG plot (every pipeline side by side)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,19 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PIPELINES = (
+    ("first_stage", "first stage", "#7f7f7f", "o", "--"),
+    ("reranker_only", "reranker alone", "#1f77b4", "s", ":"),
+    ("reranked", "reranked", "#d62728", "^", "-"),
+)
+
+
 def plot_report(report: dict[str, Any], path: Path) -> Path | None:
-    """Hit@k and recall@k against k, first stage vs reranked. Returns None if matplotlib is missing."""
+    """Left: nDCG@10 and MRR@10 per pipeline (bars); right: hit@k against k, one line per pipeline.
+
+    Pipelines are the first stage, the reranker alone and the final order (fused when fusion is on), each with
+    its own colour, marker and line style so none hides another. Returns None if matplotlib is missing.
+    """
     try:
         import matplotlib
 
@@ -50,26 +61,32 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         logger.warning("matplotlib is not installed; skipping the plot (pip install 'rerank-plugins[plot]')")
         return None
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for stage, style in (("first_stage", "--"), ("reranked", "-")):
-        metrics = report["metrics"].get(stage)
-        if not metrics:
-            continue
-        for family in ("hit", "recall"):
-            points = sorted(
-                (int(m.group(1)), v) for n, v in metrics.items() if (m := re.fullmatch(f"{family}@(\\d+)", n))
-            )
-            if points:
-                axis.plot(
-                    [k for k, _ in points], [v for _, v in points], style, marker="o", label=f"{family}@k, {stage}"
-                )
-    axis.set_xscale("log")
-    axis.set_xlabel("k")
-    axis.set_ylabel("score")
-    axis.set_ylim(0, 1)
-    axis.grid(True, alpha=0.3)
-    axis.set_title(f"{report['dataset']}: first stage vs reranked (top-{report['first_stage_k']})")
-    axis.legend(fontsize=8)
+    metrics = report["metrics"]
+    fused = "reranker_only" in metrics
+    shown = [
+        (key, f"fused (a={report.get('fusion_weight')})" if key == "reranked" and fused else label, color, marker, line)
+        for key, label, color, marker, line in PIPELINES
+        if key in metrics
+    ]
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.5))
+    width = 0.8 / len(shown)
+    for offset, (key, label, color, _, _) in enumerate(shown):
+        values = [metrics[key].get("ndcg@10", 0.0), metrics[key].get("mrr@10", 0.0)]
+        positions = [x + (offset - (len(shown) - 1) / 2) * width for x in range(2)]
+        drawn = bars.bar(positions, values, width, label=label, color=color)
+        bars.bar_label(drawn, fmt="%.3f", fontsize=7)
+    bars.set_xticks(range(2), ["nDCG@10", "MRR@10"])
+    bars.set_ylim(0, 1)
+    bars.legend(fontsize=8)
+    for key, label, color, marker, line in shown:
+        points = sorted((int(m.group(1)), v) for n, v in metrics[key].items() if (m := re.fullmatch(r"hit@(\d+)", n)))
+        curves.plot([k for k, _ in points], [v for _, v in points], line, marker=marker, color=color, label=label)
+    curves.set_xlabel("k")
+    curves.set_ylabel("hit@k")
+    curves.set_ylim(0, 1)
+    curves.grid(True, alpha=0.3)
+    curves.legend(fontsize=8)
+    figure.suptitle(f"{report['dataset']}: first stage top-{report['first_stage_k']} and after reranking")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

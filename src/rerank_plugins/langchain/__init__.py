@@ -11,5 +11,12 @@ from rerank_plugins.langchain.compressor import CrossEncoderReranker
 from rerank_plugins.langchain.embeddings import BiEncoderEmbeddings
 from rerank_plugins.langchain.first_stage import LangChainFirstStage
 from rerank_plugins.langchain.retriever import TwoStageRetriever
+from rerank_plugins.langchain.vectorstore import FaissVectorStore
 
-__all__ = ["BiEncoderEmbeddings", "CrossEncoderReranker", "LangChainFirstStage", "TwoStageRetriever"]
+__all__ = [
+    "BiEncoderEmbeddings",
+    "CrossEncoderReranker",
+    "LangChainFirstStage",
+    "TwoStageRetriever",
+    "FaissVectorStore",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
@@ -31,19 +32,46 @@ class LangChainFirstStage(FirstStage):
         return {"kind": "langchain-retriever", "retriever": type(self.retriever).__name__}
 
     def search_batch(
-        self, queries: Sequence[str], k: int = 10, *, configs: Sequence[RunnableConfig] | None = None
-    ) -> list[list[SearchHit]]:
-        """``configs`` (one per query) carry the callbacks of the run that asked, so the base run nests in it."""
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        configs: Sequence[RunnableConfig] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """``configs`` (one per query) carry the callbacks of the run that asked, so the base run nests in it.
+
+        ``return_exceptions``: a query the retriever failed on gets its error in place, so one bad query does
+        not fail the others (what ``retriever.batch`` does).
+        """
         queries = check_search_args(queries, k)
-        found = self.retriever.batch(queries, list(configs) if configs else None)
-        return [_hits(documents, k) for documents in found]
+        found = self.retriever.batch(queries, list(configs) if configs else None, return_exceptions=return_exceptions)
+        return [_hits_or_error(documents, k, return_exceptions) for documents in found]
 
     async def asearch_batch(
-        self, queries: Sequence[str], k: int = 10, *, configs: Sequence[RunnableConfig] | None = None
-    ) -> list[list[SearchHit]]:
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        configs: Sequence[RunnableConfig] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         queries = check_search_args(queries, k)
-        found = await self.retriever.abatch(queries, list(configs) if configs else None)
-        return [_hits(documents, k) for documents in found]
+        found = await self.retriever.abatch(
+            queries, list(configs) if configs else None, return_exceptions=return_exceptions
+        )
+        return [_hits_or_error(documents, k, return_exceptions) for documents in found]
+
+
+def _hits_or_error(found: Any, k: int, return_exceptions: bool) -> Any:
+    if not return_exceptions:
+        return _hits(found, k)
+    if isinstance(found, Exception):
+        return found
+    try:
+        return _hits(found, k)
+    except TypeError as error:
+        return error
 
 
 def _hits(documents: Sequence[LCDocument], k: int) -> list[SearchHit]:

@@ -28,6 +28,9 @@ from rerank_plugins.langchain.first_stage import LangChainFirstStage
 from rerank_plugins.rerank import first_stage_results
 from rerank_plugins.schema import SearchHit
 
+DEFAULT_TOP_N = 3
+"""Documents returned without a reranker when no ``top_n`` is set."""
+
 
 class TwoStageRetriever(BaseRetriever):
     """Two-stage retrieval for LangChain: ``top_k`` candidates from a first stage, reranked to ``top_n``.
@@ -35,9 +38,10 @@ class TwoStageRetriever(BaseRetriever):
     The first stage is ours (``first_stage=``, or ``from_documents(first_stage="dense"|"lexical"|"hybrid")``;
     ``index=`` is the same field) or any LangChain retriever (``base_retriever=``), whose own settings then
     decide how many candidates come back. Without a ``reranker`` the first stage's own top-n is returned.
-    Returned documents are new objects with ``retrieval_score`` (and ``rerank_score`` / ``rerank_scale``) in
-    their metadata. ``batch`` runs all inputs through one first-stage batch and one rerank pass, with one
-    traced retriever run per input.
+    ``top_n`` (here, or per call: ``invoke(query, top_n=5)``) sets how many documents come back; left None, the
+    reranker's own ``top_n`` decides (read on every call), or 3 without a reranker. Returned documents are
+    new objects with ``retrieval_score`` (and ``rerank_score`` / ``rerank_scale``) in their metadata. ``batch``
+    runs all inputs through one first-stage batch and one rerank pass, with one traced retriever run per input.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, validate_assignment=True)
@@ -46,7 +50,9 @@ class TwoStageRetriever(BaseRetriever):
     base_retriever: BaseRetriever | None = Field(default=None, description="Any LangChain retriever as first stage.")
     reranker: CrossEncoderReranker | None = Field(default=None, description="Second stage; None: first-stage top-n.")
     top_k: int = Field(default=30, gt=0, description="First-stage candidates handed to the reranker (at most).")
-    top_n: int = Field(default=3, gt=0, description="Documents returned without a reranker (else reranker.top_n).")
+    top_n: int | None = Field(
+        default=None, gt=0, description="Documents returned; None: the reranker's top_n (3 without a reranker)."
+    )
 
     @model_validator(mode="after")
     def _one_first_stage(self) -> TwoStageRetriever:
@@ -127,37 +133,63 @@ class TwoStageRetriever(BaseRetriever):
     def _stage(self) -> FirstStage:
         return self.first_stage if self.first_stage is not None else LangChainFirstStage(self.base_retriever)
 
-    def _search(self, queries: list[str], children: list[Any]) -> list[list[SearchHit]]:
+    def _search(self, queries: list[str], children: list[Any], return_exceptions: bool = False) -> list[Any]:
+        """Each query's hits; ``return_exceptions``: a base retriever's error for one query stays in its place."""
         stage = self._stage()
         if isinstance(stage, LangChainFirstStage):
-            return stage.search_batch(queries, self.top_k, configs=[{"callbacks": c} for c in children])
+            configs = [{"callbacks": c} for c in children]
+            return stage.search_batch(queries, self.top_k, configs=configs, return_exceptions=return_exceptions)
         return stage.search_batch(queries, self.top_k)
 
-    async def _asearch(self, queries: list[str], children: list[Any]) -> list[list[SearchHit]]:
+    async def _asearch(self, queries: list[str], children: list[Any], return_exceptions: bool = False) -> list[Any]:
         stage = self._stage()
         if isinstance(stage, LangChainFirstStage):
-            return await stage.asearch_batch(queries, self.top_k, configs=[{"callbacks": c} for c in children])
+            configs = [{"callbacks": c} for c in children]
+            return await stage.asearch_batch(queries, self.top_k, configs=configs, return_exceptions=return_exceptions)
         return await stage.asearch_batch(queries, self.top_k)
 
-    def _finish(self, queries: list[str], candidates: list[list[SearchHit]]) -> list[list[LCDocument]]:
+    def _top_n(self, call_options: dict[str, Any]) -> int | None:
+        """The per-call ``top_n`` if given (checked), else ours; unknown per-call options are refused."""
+        unknown = set(call_options) - {"top_n", "verbose"}  # invoke reads `verbose` itself, then passes it on
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}: per call, only top_n is read")
+        top_n = call_options.get("top_n")
+        return self.top_n if top_n is None else check_positive_int(top_n, "top_n")
+
+    def _finish(
+        self, queries: list[str], candidates: list[list[SearchHit]], top_n: int | None
+    ) -> list[list[LCDocument]]:
         if self.reranker is None:
-            results = [first_stage_results(hits, self.top_n) for hits in candidates]
+            results = [first_stage_results(hits, top_n or DEFAULT_TOP_N) for hits in candidates]
         else:
-            results = self.reranker.stage.rerank_batch(list(zip(queries, candidates)))
+            results = self.reranker.stage_with_top_n(top_n).rerank_batch(list(zip(queries, candidates)))
         return [[to_langchain(r) for r in row] for row in results]
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
+    def _finish_each(self, queries: list[str], found: list[Any], top_n: int | None) -> list[Any]:
+        """:meth:`_finish` for the queries whose search worked; a failed search keeps its error in place."""
+        ok = [j for j, hits in enumerate(found) if not isinstance(hits, Exception)]
+        out = list(found)
+        if ok:
+            for j, documents in zip(ok, self._finish([queries[j] for j in ok], [found[j] for j in ok], top_n)):
+                out[j] = documents
+        return out
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **call_options: Any
+    ) -> list[LCDocument]:
+        top_n = self._top_n(call_options)
         query = check_query(query)
-        return self._finish([query], self._search([query], [run_manager.get_child()]))[0]
+        return self._finish([query], self._search([query], [run_manager.get_child()]), top_n)[0]
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **call_options: Any
     ) -> list[LCDocument]:
+        top_n = self._top_n(call_options)
         query = check_query(query)
         hits = await self._asearch([query], [run_manager.get_child()])
         if self.reranker is None:
-            return self._finish([query], hits)[0]
-        results = await self.reranker.stage.arerank(query, hits[0])
+            return self._finish([query], hits, top_n)[0]
+        results = await self.reranker.stage_with_top_n(top_n).arerank(query, hits[0])
         return [to_langchain(r) for r in results]
 
     # -- batches: one pass for all inputs, one traced run per input --------------------------------------
@@ -175,6 +207,7 @@ class TwoStageRetriever(BaseRetriever):
         Each input still gets its own retriever run, configured from its config (callbacks, tags, metadata,
         run name, and tracers set by environment or context), ended with its documents or its error.
         """
+        top_n = self._top_n(kwargs)
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
@@ -188,7 +221,8 @@ class TwoStageRetriever(BaseRetriever):
             if valid:
                 queries = [inputs[start + i] for i in valid]
                 try:
-                    found = self._finish(queries, self._search(queries, [managers[i].get_child() for i in valid]))
+                    hits = self._search(queries, [managers[i].get_child() for i in valid], return_exceptions=True)
+                    found = self._finish_each(queries, hits, top_n)
                 except Exception as error:  # noqa: BLE001 - ended on every run of this group, then raised or returned
                     found = [error] * len(valid)
                 for i, documents in zip(valid, found):
@@ -207,6 +241,7 @@ class TwoStageRetriever(BaseRetriever):
         **kwargs: Any,
     ) -> list[list[LCDocument]]:
         """:meth:`batch` for async code: model work runs in worker threads, never on the event loop."""
+        top_n = self._top_n(kwargs)
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
@@ -220,8 +255,10 @@ class TwoStageRetriever(BaseRetriever):
             if valid:
                 queries = [inputs[start + i] for i in valid]
                 try:
-                    hits = await self._asearch(queries, [managers[i].get_child() for i in valid])
-                    found = await asyncio.to_thread(self._finish, queries, hits)
+                    hits = await self._asearch(
+                        queries, [managers[i].get_child() for i in valid], return_exceptions=True
+                    )
+                    found = await asyncio.to_thread(self._finish_each, queries, hits, top_n)
                 except Exception as error:  # noqa: BLE001 - ended on every run of this group, then raised or returned
                     found = [error] * len(valid)
                 for i, documents in zip(valid, found):

@@ -11,5 +11,6 @@ from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
 from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
 from rerank_plugins.llamaindex.retriever import TwoStageRetriever
+from rerank_plugins.llamaindex.vector_store import FaissVectorStore
 
-__all__ = ["BiEncoderEmbedding", "CrossEncoderRerank", "LlamaIndexFirstStage", "TwoStageRetriever"]
+__all__ = ["BiEncoderEmbedding", "CrossEncoderRerank", "LlamaIndexFirstStage", "TwoStageRetriever", "FaissVectorStore"]

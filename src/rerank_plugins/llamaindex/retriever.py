@@ -18,6 +18,9 @@ from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage, node_hit
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
 from rerank_plugins.rerank import first_stage_results
 
+DEFAULT_TOP_N = 3
+"""Nodes returned without a reranker when no ``top_n`` is set."""
+
 
 class TwoStageRetriever(BaseRetriever):
     """Two-stage retrieval for LlamaIndex; use it alone or in a ``RetrieverQueryEngine``.
@@ -25,7 +28,8 @@ class TwoStageRetriever(BaseRetriever):
     The first stage is ours (``index``: dense, lexical or hybrid; see :meth:`from_nodes`) or any LlamaIndex
     retriever (``base_retriever=``, whose own settings decide how many candidates come back; its nodes are
     returned as scored copies). Returns ``NodeWithScore`` whose score is the rerank score (or the first stage's
-    score without a reranker); node metadata holds ``retrieval_score`` and ``rerank_score``.
+    score without a reranker); node metadata holds ``retrieval_score`` and ``rerank_score``. ``top_n`` sets how
+    many nodes come back; left None, the reranker's own ``top_n`` decides (read on every call), or 3 without one.
     """
 
     def __init__(
@@ -35,7 +39,7 @@ class TwoStageRetriever(BaseRetriever):
         *,
         base_retriever: BaseRetriever | None = None,
         top_k: int = 30,
-        top_n: int = 3,
+        top_n: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -49,7 +53,7 @@ class TwoStageRetriever(BaseRetriever):
         self.base = LlamaIndexFirstStage(base_retriever) if base_retriever is not None else None
         self.reranker = reranker
         self.top_k = check_positive_int(top_k, "top_k")
-        self.top_n = check_positive_int(top_n, "top_n")
+        self.top_n = check_positive_int(top_n, "top_n", allow_none=True)
 
     @classmethod
     def from_nodes(
@@ -112,11 +116,12 @@ class TwoStageRetriever(BaseRetriever):
             nodes = (await self.base.aretrieve_nodes([query], self.top_k))[0]
             if self.reranker is None:
                 return self._first_stage_nodes(nodes)
-            return await self.reranker.apostprocess_nodes(nodes, query_str=query)
+            results = await self.reranker.stage_with_top_n(self.top_n).arerank(query, node_hits(nodes))
+            return [with_scores(nodes[int(r.document.id)].node, r) for r in results]
         hits = (await self.index.asearch_batch([query], self.top_k))[0]
         if self.reranker is None:
-            return [to_node(r) for r in first_stage_results(hits, self.top_n)]
-        return [to_node(r) for r in await self.reranker.stage.arerank(query, hits)]
+            return [to_node(r) for r in first_stage_results(hits, self.top_n or DEFAULT_TOP_N)]
+        return [to_node(r) for r in await self.reranker.stage_with_top_n(self.top_n).arerank(query, hits)]
 
     def retrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
         """Many queries through one first-stage batch and one rerank pass."""
@@ -125,16 +130,24 @@ class TwoStageRetriever(BaseRetriever):
             found = self.base.retrieve_nodes(queries, self.top_k)
             if self.reranker is None:
                 return [self._first_stage_nodes(nodes) for nodes in found]
-            return self.reranker.postprocess_batch(list(zip(queries, found)))
+            ranked = self.reranker.stage_with_top_n(self.top_n).rerank_batch(
+                [(query, node_hits(nodes)) for query, nodes in zip(queries, found)]
+            )
+            return [
+                [with_scores(nodes[int(r.document.id)].node, r) for r in results]
+                for nodes, results in zip(found, ranked)
+            ]
         candidates = self.index.search_batch(queries, self.top_k)
         if self.reranker is None:
-            return [[to_node(r) for r in first_stage_results(hits, self.top_n)] for hits in candidates]
-        return [[to_node(r) for r in row] for row in self.reranker.stage.rerank_batch(list(zip(queries, candidates)))]
+            return [[to_node(r) for r in first_stage_results(hits, self.top_n or DEFAULT_TOP_N)] for hits in candidates]
+        stage = self.reranker.stage_with_top_n(self.top_n)
+        return [[to_node(r) for r in row] for row in stage.rerank_batch(list(zip(queries, candidates)))]
 
     def _first_stage_nodes(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """The base retriever's own top-n, as copies carrying ``retrieval_score``."""
         return [
-            with_scores(nodes[int(r.document.id)].node, r) for r in first_stage_results(node_hits(nodes), self.top_n)
+            with_scores(nodes[int(r.document.id)].node, r)
+            for r in first_stage_results(node_hits(nodes), self.top_n or DEFAULT_TOP_N)
         ]
 
     async def aretrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
