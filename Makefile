@@ -18,20 +18,37 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e ".[all,dev]"
 	touch $@
 
-.PHONY: install quickstart test test-all bench-quality bench-speed
+.PHONY: install quickstart quickstart-ko test test-slow test-all bench-quality bench-first-stage bench-speed
 install: $(VENV)/.installed
 
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/rerank-plugins quickstart
 
+quickstart-ko: $(VENV)/.installed
+	$(VENV)/bin/rerank-plugins quickstart --lang ko --output runs/quickstart-ko
+
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
+
+test-slow: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -m slow
 
 test-all: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -m "slow or not slow"
 
+# Each reproduces a committed results file with the command written at its top (fresh models: runs/ is not reused).
 bench-quality: $(VENV)/.installed
-	$(VENV)/bin/python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
+	$(VENV)/bin/python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact-hybrid \
+		--work runs/bench-quality --depths 30 --cross-epochs 2 --runtime onnx --mine-with hybrid \
+		--pipelines b,h,hb --hybrid-weight 0.4
+
+bench-first-stage: $(VENV)/.installed
+	$(VENV)/bin/python bench/first_stage.py --data ../shared/data/scifact --analyzers english,generic,auto \
+		--out bench/results/first-stage-scifact
+	$(VENV)/bin/python bench/first_stage.py --data ../shared/data/korquad-1.0-dev/KorQuAD_v1.0_dev.json \
+		--analyzers korean,korean-bigram,korean-morph,generic,auto --all-split all \
+		--out bench/results/first-stage-korquad
+	$(VENV)/bin/python bench/first_stage_speed.py --data ../shared/data/scifact --out bench/results/first-stage-speed.md
 
 bench-speed: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install --quiet -e ".[bench]"   # the peers compared, benchmark-only

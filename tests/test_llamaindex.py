@@ -119,3 +119,28 @@ def test_retriever_inside_a_query_engine(retriever):
     response = engine.query("cancer risk")
     assert len(response.source_nodes) == 2
     assert all("rerank_score" in n.node.metadata for n in response.source_nodes)
+
+
+def test_one_text_per_node_for_indexing_and_reranking(tiny_bi_path, tiny_cross_path):
+    """The retriever indexes exactly the text the reranker reads, and hands back the original node."""
+    from llama_index.core.schema import Document as LIDocument
+
+    nodes = [
+        LIDocument(text=text, id_=f"n{i}", metadata={"topic": topic})
+        for i, (text, topic) in enumerate(zip(TEXTS, ["oncology", "cardio", "neuro", "geo", "bio"]))
+    ]
+    for mode in (MetadataMode.EMBED, MetadataMode.NONE):
+        reranker = CrossEncoderRerank(model=str(tiny_cross_path), top_n=5, metadata_mode=mode)
+        retriever = TwoStageRetriever.from_nodes(
+            nodes, BiEncoderEmbedding(model_name=str(tiny_bi_path)), reranker, top_k=5
+        )
+        indexed = {d.id: d.text for d in retriever.index.documents}
+        assert indexed == {n.node_id: n.get_content(metadata_mode=mode) for n in nodes}
+        assert ("topic: oncology" in indexed["n0"]) == (mode == MetadataMode.EMBED)
+        out = retriever.retrieve("cancer risk")
+        direct = reranker.postprocess_nodes([NodeWithScore(node=n) for n in nodes], query_str="cancer risk")
+        assert [n.node.node_id for n in out] == [n.node.node_id for n in direct]
+        assert [n.node.metadata["rerank_score"] for n in out] == pytest.approx([n.score for n in direct], abs=1e-5)
+        for n in out:  # the original text and metadata come back (a Document as a TextNode, as LlamaIndex's stores do)
+            i = int(n.node.node_id[1:])
+            assert n.node.text == TEXTS[i] and n.node.metadata["topic"] == nodes[i].metadata["topic"]

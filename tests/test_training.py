@@ -301,18 +301,6 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path, capsys):
-    """The README's main job with the packaged MiniLM (minutes on 2 cores): run with `pytest -m slow`."""
-    from rerank_plugins.quickstart import run_quickstart
-
-    report = run_quickstart(tmp_path / "qs", time_budget_s=60)
-    assert {"first_stage", "reranked"} <= set(report["metrics"])
-    assert (tmp_path / "qs" / "report.png").exists() and (tmp_path / "qs" / "index" / "manifest.json").exists()
-    out = capsys.readouterr().out
-    assert "LangChain TwoStageRetriever" in out and "LlamaIndex TwoStageRetriever" in out
-
-
 def test_schedule_is_replanned_to_fit_the_time_budget():
     import torch
 

@@ -1,15 +1,27 @@
-"""LlamaIndex nodes <-> rerank-plugins types; scores go into copies, never into the caller's nodes."""
+"""LlamaIndex nodes <-> rerank-plugins types; scores go into copies, never into the caller's nodes.
+
+A node is searched and reranked as one text: ``node.get_content(metadata_mode)``, by default what the embedder
+sees (``MetadataMode.EMBED``: the text with its embed-visible metadata), as LlamaIndex's own indexes do. The whole
+node is kept beside it (LlamaIndex's own serialisation), so results come back with the original text, metadata
+and relationships (a ``Document`` comes back as a ``TextNode``, as from LlamaIndex's own vector stores).
+"""
 
 from __future__ import annotations
 
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from rerank_plugins.schema import SCORE_KEYS, Document, RetrievedDocument
 
+NODE_CONTENT = "_node_content"
+"""Where LlamaIndex's serialisation puts the node itself (see ``node_to_metadata_dict``)."""
 
-def to_document(node: BaseNode) -> Document:
+
+def to_document(node: BaseNode, metadata_mode: MetadataMode = MetadataMode.EMBED) -> Document:
     return Document(
-        text=node.get_content(metadata_mode=MetadataMode.NONE), id=node.node_id, metadata=dict(node.metadata)
+        text=node.get_content(metadata_mode=metadata_mode),
+        id=node.node_id,
+        metadata=node_to_metadata_dict(node, remove_text=False, flat_metadata=False),
     )
 
 
@@ -26,5 +38,10 @@ def with_scores(node: BaseNode, result: RetrievedDocument) -> NodeWithScore:
 
 
 def to_node(result: RetrievedDocument) -> NodeWithScore:
+    """The original node of a document indexed from a node; a ``TextNode`` for documents indexed as plain text."""
     document = result.document
-    return with_scores(TextNode(id_=document.id, text=document.text, metadata=dict(document.metadata)), result)
+    if NODE_CONTENT in document.metadata:
+        node = metadata_dict_to_node(dict(document.metadata))
+    else:
+        node = TextNode(id_=document.id, text=document.text, metadata=dict(document.metadata))
+    return with_scores(node, result)

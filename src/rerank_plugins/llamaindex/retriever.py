@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage, load_first_stage
@@ -66,6 +66,7 @@ class TwoStageRetriever(BaseRetriever):
         analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
+        metadata_mode: MetadataMode | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """Index ``nodes`` (documents are nodes too) in a new first stage and wrap it.
@@ -73,11 +74,15 @@ class TwoStageRetriever(BaseRetriever):
         ``first_stage``: ``"dense"`` (FAISS; ``index_type`` flat, hnsw or ivf), ``"lexical"`` (BM25; ``analyzer``
         "auto", "english", "korean-bigram", "korean-morph", "generic" or a callable) or ``"hybrid"`` (both).
         ``long_documents="split"`` embeds every passage of nodes longer than the embedding model's limit.
+        ``metadata_mode``: which node text is indexed (``get_content(metadata_mode)``); default: the reranker's
+        (``MetadataMode.EMBED`` unless it says otherwise), so both stages read one text per node.
         """
+        if metadata_mode is None:
+            metadata_mode = reranker.metadata_mode if reranker is not None else MetadataMode.EMBED
         embed_model = embed_model if embed_model is not None or first_stage == "lexical" else BiEncoderEmbedding()
         stage = build_first_stage(
             first_stage,
-            [to_document(n) for n in nodes],
+            [to_document(n, metadata_mode) for n in nodes],
             embed_model.backend if embed_model else None,
             analyzer=analyzer,
             dense_options={
@@ -107,6 +112,11 @@ class TwoStageRetriever(BaseRetriever):
             raise TypeError("this retriever's first stage does not hold its own documents (a base_retriever does)")
         self.index.save(path)
 
+    @property
+    def _metadata_mode(self) -> MetadataMode:
+        """The node text the reranker reads (a base retriever's nodes are read as the reranker says)."""
+        return self.reranker.metadata_mode if self.reranker is not None else MetadataMode.EMBED
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.retrieve_batch([query_bundle.query_str])[0]
 
@@ -116,7 +126,9 @@ class TwoStageRetriever(BaseRetriever):
             nodes = (await self.base.aretrieve_nodes([query], self.top_k))[0]
             if self.reranker is None:
                 return self._first_stage_nodes(nodes)
-            results = await self.reranker.stage_with_top_n(self.top_n).arerank(query, node_hits(nodes))
+            results = await self.reranker.stage_with_top_n(self.top_n).arerank(
+                query, node_hits(nodes, self._metadata_mode)
+            )
             return [with_scores(nodes[int(r.document.id)].node, r) for r in results]
         hits = (await self.index.asearch_batch([query], self.top_k))[0]
         if self.reranker is None:
@@ -131,7 +143,7 @@ class TwoStageRetriever(BaseRetriever):
             if self.reranker is None:
                 return [self._first_stage_nodes(nodes) for nodes in found]
             ranked = self.reranker.stage_with_top_n(self.top_n).rerank_batch(
-                [(query, node_hits(nodes)) for query, nodes in zip(queries, found)]
+                [(query, node_hits(nodes, self._metadata_mode)) for query, nodes in zip(queries, found)]
             )
             return [
                 [with_scores(nodes[int(r.document.id)].node, r) for r in results]
@@ -147,7 +159,7 @@ class TwoStageRetriever(BaseRetriever):
         """The base retriever's own top-n, as copies carrying ``retrieval_score``."""
         return [
             with_scores(nodes[int(r.document.id)].node, r)
-            for r in first_stage_results(node_hits(nodes), self.top_n or DEFAULT_TOP_N)
+            for r in first_stage_results(node_hits(nodes, self._metadata_mode), self.top_n or DEFAULT_TOP_N)
         ]
 
     async def aretrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
