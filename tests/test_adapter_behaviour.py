@@ -262,3 +262,41 @@ async def _passes(weights: list[int], max_weight: int = 10) -> list[list[int]]:
 )
 async def test_micro_batches_stay_within_max_weight(weights, expected):
     assert await _passes(weights) == expected
+
+
+def test_llamaindex_retrieve_batch_is_traced_per_query(tiny_bi_path, tiny_cross_path):
+    """Like ``retrieve``: one RETRIEVE event per query (with its nodes) and retrieval start/end events."""
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
+    from llama_index.core.schema import TextNode
+
+    from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank
+    from rerank_plugins.llamaindex import TwoStageRetriever as LlamaIndexRetriever
+
+    class Recorder(BaseEventHandler):
+        events: list = []
+
+        def handle(self, event, **kwargs) -> None:
+            if isinstance(event, (RetrievalStartEvent, RetrievalEndEvent)):
+                self.events.append(type(event).__name__)
+
+    recorder = Recorder()
+    get_dispatcher().add_event_handler(recorder)
+    debug = LlamaDebugHandler()
+    nodes = [TextNode(text=t, id_=str(i)) for i, t in enumerate(["cancer risk", "heart dose", "seoul city"])]
+    retriever = LlamaIndexRetriever.from_nodes(
+        nodes,
+        BiEncoderEmbedding(model_name=str(tiny_bi_path)),
+        CrossEncoderRerank(model=str(tiny_cross_path), top_n=2),
+        callback_manager=CallbackManager([debug]),
+    )
+    try:
+        results = retriever.retrieve_batch(["cancer", "heart", "seoul"])
+    finally:
+        get_dispatcher().event_handlers.remove(recorder)
+    pairs = debug.get_event_pairs(CBEventType.RETRIEVE)
+    assert len(pairs) == 3 and [len(r) for r in results] == [2, 2, 2]
+    assert [p[1].payload["nodes"] for p in pairs] == results
+    assert recorder.events.count("RetrievalStartEvent") == recorder.events.count("RetrievalEndEvent") == 3

@@ -106,3 +106,27 @@ def test_disk_cache_is_keyed_by_model_content(tiny_bi_path, tmp_path):
     other.encode_documents(["cancer risk"])
     assert other.cache_hits == 0, "a changed model must not read another model's vectors"
     shutil.rmtree(tmp_path / "changed")
+
+
+def test_embedding_cache_reaches_users_through_the_registry_adapters_and_cli(tiny_bi_path, tmp_path):
+    """The on-disk cache is a documented option of get_bi_encoder, both embedding adapters and the CLI."""
+    from rerank_plugins.cli import main
+    from rerank_plugins.models import clear_registry
+
+    db = tmp_path / "embeddings.sqlite"
+    backend = get_bi_encoder(tiny_bi_path, disk_cache=db)
+    assert backend is get_bi_encoder(tiny_bi_path, disk_cache=str(db)) is not get_bi_encoder(tiny_bi_path)
+    backend.encode_documents(["cancer risk", "heart dose"])
+    clear_registry()  # a new process, as far as the in-memory cache knows
+    lc = pytest.importorskip("rerank_plugins.langchain")
+    embeddings = lc.BiEncoderEmbeddings(model=str(tiny_bi_path), embedding_cache=str(db))
+    embeddings.embed_documents(["cancer risk", "heart dose"])
+    assert embeddings.backend.cache_hits == 2 and embeddings.backend.cache_misses == 0
+    with pytest.raises(AttributeError, match="fixed"):
+        embeddings.embedding_cache = None
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"query": "cancer", "positive": "cancer risk"}\n{"query": "heart", "positive": "heart dose"}\n')
+    clear_registry()
+    args = ["index", "--data", str(data), "--bi-encoder", str(tiny_bi_path), "--embedding-cache", str(db)]
+    assert main([*args, "--output", str(tmp_path / "idx")]) == 0
+    assert get_bi_encoder(tiny_bi_path, disk_cache=db).cache_hits == 2

@@ -61,3 +61,21 @@ def test_source_is_ruff_clean():
     assert lint.returncode == 0, lint.stdout
     formatted = subprocess.run([ruff, "format", "--check", *paths], cwd=root, capture_output=True, text=True)
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_core_imports_without_the_lexical_extra_and_lexical_use_names_it():
+    code = (
+        "import sys\n"
+        "for name in ('bm25s', 'Stemmer', 'kiwipiepy'): sys.modules[name] = None\n"
+        "import rerank_plugins, rerank_plugins.first_stage, rerank_plugins.cli, rerank_plugins.quickstart\n"
+        "from rerank_plugins.first_stage import build_first_stage\n"
+        "from rerank_plugins.schema import Document\n"
+        "try:\n"
+        "    build_first_stage('lexical', [Document('a text', '1')], analyzer='english')\n"
+        "except ImportError as error:\n"
+        '    assert "rerank-plugins[lexical]" in str(error), error\n'
+        "    print('named the extra')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "named the extra" in result.stdout

@@ -44,7 +44,9 @@ def backend_model_name(backend: Any, expected: type) -> str:
     return backend.model_name
 
 
-LOAD_FIELDS = frozenset({"model", "model_name", "revision", "device", "max_length", "trust_remote_code", "runtime"})
+LOAD_FIELDS = frozenset(
+    {"model", "model_name", "revision", "device", "max_length", "trust_remote_code", "runtime", "embedding_cache"}
+)
 """Fields that choose the loaded model: fixed after construction (assigning one raises, never ignored)."""
 
 
@@ -79,10 +81,17 @@ class ModelLoadFields(BaseModel):
 class BiEncoderAdapterFields(ModelLoadFields):
     """Set-up shared by both frameworks' embedding adapters: a model (or a backend) loaded once and shared."""
 
+    embedding_cache: str | None = Field(
+        default=None,
+        description="SQLite file keeping embeddings across processes (keyed by the model's content); None: off.",
+    )
     _backend: BiEncoderBackend = PrivateAttr()
 
     def _init_backend(self, backend: BiEncoderBackend | None, model: str) -> None:
-        self._backend = backend if backend is not None else get_bi_encoder(model, **self.load_options())
+        if backend is not None:
+            self._backend = backend
+        else:
+            self._backend = get_bi_encoder(model, disk_cache=self.embedding_cache, **self.load_options())
 
     @property
     def backend(self) -> BiEncoderBackend:

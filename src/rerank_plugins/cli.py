@@ -19,6 +19,7 @@ from rerank_plugins.training.recipes import NEGATIVE_KINDS
 BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
 SPLIT_HELP = "embed every passage of documents longer than the bi-encoder's max length (default: their beginning)"
 SCORE_LABELS = {"dense": "cosine", "lexical": "bm25", "hybrid": "fused"}
+CACHE_HELP = "SQLite file keeping embeddings across runs (keyed by the model's content): unchanged texts are free"
 ANALYZERS = ("auto", "english", "korean", "korean-bigram", "korean-morph", "generic")
 
 
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_first_stage(index)
     _add_tuning(index)
     index.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    index.add_argument("--embedding-cache", help=CACHE_HELP)
     index.add_argument(
         "--index-type", default="flat", choices=["flat", "hnsw", "ivf"], help="dense index: exact (flat) or approximate"
     )
@@ -96,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, help="index directory written by `index` (any first stage)")
     search.add_argument("--query", required=True, action="append", help="query text (repeat for several)")
     search.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    search.add_argument("--embedding-cache", help=CACHE_HELP)
     search.add_argument("--cross-encoder", help="reranker directory or hub id (omit for first stage only)")
     search.add_argument("--top-k", type=int, default=30, help="first-stage candidates (default: %(default)s)")
     search.add_argument("--top-n", type=int, default=5, help="results shown (default: %(default)s)")
@@ -153,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_first_stage(evaluate)
     _add_tuning(evaluate)
     evaluate.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
+    evaluate.add_argument("--embedding-cache", help=CACHE_HELP)
     evaluate.add_argument("--cross-encoder", help="reranker (omit to evaluate the first stage alone)")
     evaluate.add_argument(
         "--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)"
@@ -200,10 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _bi_encoder(args: argparse.Namespace) -> Any:
+    return get_bi_encoder(args.bi_encoder, disk_cache=args.embedding_cache)
+
+
 def _corpus_stage(args: argparse.Namespace, dataset: Any) -> Any:
     from rerank_plugins.training.mining import corpus_first_stage
 
-    embedder = None if args.first_stage == "lexical" else get_bi_encoder(args.bi_encoder)
+    embedder = None if args.first_stage == "lexical" else _bi_encoder(args)
     options = {"long_documents": "split" if args.split_long_documents else "truncate"}
     if getattr(args, "index_type", None):
         options["index_type"] = args.index_type
@@ -241,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
         from rerank_plugins.pipeline import TwoStagePipeline
         from rerank_plugins.rerank import RerankOptions
 
-        stage = load_first_stage(args.index, get_bi_encoder(args.bi_encoder))
+        stage = load_first_stage(args.index, _bi_encoder(args))
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
         pipeline = TwoStagePipeline(stage, reranker, top_k=args.top_k, options=RerankOptions(top_n=args.top_n))
         label = SCORE_LABELS.get(stage.describe()["kind"], "first stage")

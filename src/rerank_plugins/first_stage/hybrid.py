@@ -58,7 +58,7 @@ class HybridIndex(DocumentStore):
     The default (weighted, ``dense_weight=0.3``) was chosen on training queries only (nDCG@10, packaged MiniLM;
     ``bench/results/first-stage-*``): on SciFact train it is within 0.005 of the best weight (0.4: 0.7289 vs 0.7236)
     and on KorQuAD train, where the English embedding model is far weaker than Korean BM25, within 0.005 of
-    the best (0.1: 0.9529 vs 0.9480), while 0.5 would fall to 0.6856 there. RRF was below weighted fusion on
+    the best (0.1: 0.9658 vs 0.9616), while 0.5 would fall to 0.6925 there. RRF was below weighted fusion on
     both. Tune it for your data with ``rerank_plugins.evaluation.tune_hybrid_weight`` (CLI ``--tune-fusion``).
 
     Add and delete through the hybrid index only, so that the two sides stay in step.

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
 from rerank_plugins._validation import check_positive_int
@@ -20,6 +23,9 @@ from rerank_plugins.rerank import first_stage_results
 
 DEFAULT_TOP_N = 3
 """Nodes returned without a reranker when no ``top_n`` is set."""
+
+
+dispatcher = get_dispatcher(__name__)
 
 
 class TwoStageRetriever(BaseRetriever):
@@ -118,7 +124,7 @@ class TwoStageRetriever(BaseRetriever):
         return self.reranker.metadata_mode if self.reranker is not None else MetadataMode.EMBED
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self.retrieve_batch([query_bundle.query_str])[0]
+        return self._retrieve_batch([query_bundle.query_str])[0]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = query_bundle.query_str
@@ -136,8 +142,29 @@ class TwoStageRetriever(BaseRetriever):
         return [to_node(r) for r in await self.reranker.stage_with_top_n(self.top_n).arerank(query, hits)]
 
     def retrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
-        """Many queries through one first-stage batch and one rerank pass."""
+        """Many queries through one first-stage batch and one rerank pass.
+
+        Traced like ``retrieve``: each query gets its own retrieval start/end events (instrumentation dispatcher)
+        and ``RETRIEVE`` callback event, inside one ``query`` trace.
+        """
         queries = list(queries)
+        self._check_callback_manager()
+        with self.callback_manager.as_trace("query"):
+            event_ids = []
+            for query in queries:
+                dispatcher.event(RetrievalStartEvent(str_or_query_bundle=query))
+                event_ids.append(
+                    self.callback_manager.on_event_start(CBEventType.RETRIEVE, payload={EventPayload.QUERY_STR: query})
+                )
+            results = self._retrieve_batch(queries)
+            for query, event_id, nodes in zip(queries, event_ids, results):
+                self.callback_manager.on_event_end(
+                    CBEventType.RETRIEVE, payload={EventPayload.NODES: nodes}, event_id=event_id
+                )
+                dispatcher.event(RetrievalEndEvent(str_or_query_bundle=query, nodes=nodes))
+        return results
+
+    def _retrieve_batch(self, queries: list[str]) -> list[list[NodeWithScore]]:
         if self.base is not None:
             found = self.base.retrieve_nodes(queries, self.top_k)
             if self.reranker is None:

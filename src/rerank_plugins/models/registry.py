@@ -43,8 +43,13 @@ def get_bi_encoder(
     max_length: int | None = None,
     runtime: str = "torch",
     trust_remote_code: bool = False,
+    disk_cache: str | os.PathLike[str] | None = None,
 ) -> BiEncoderBackend:
-    """The shared :class:`BiEncoderBackend` for this model and these load options."""
+    """The shared :class:`BiEncoderBackend` for this model and these load options.
+
+    ``disk_cache``: an SQLite file that keeps embeddings across processes, keyed by the model's content, so
+    re-indexing unchanged documents costs nothing (see :class:`~rerank_plugins.models.disk_cache.DiskEmbeddingCache`).
+    """
     return _get(
         "bi",
         BiEncoderBackend,
@@ -54,6 +59,7 @@ def get_bi_encoder(
         max_length=max_length,
         runtime=runtime,
         trust_remote_code=trust_remote_code,
+        disk_cache=None if disk_cache is None else os.path.abspath(os.fspath(disk_cache)),
     )
 
 
