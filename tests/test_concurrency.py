@@ -12,24 +12,7 @@ import pytest
 from rerank_plugins import get_bi_encoder, get_cross_encoder
 from rerank_plugins.batching import MicroBatcher
 
-WORDS = [
-    "cells",
-    "protein",
-    "gene",
-    "cancer",
-    "risk",
-    "patients",
-    "disease",
-    "mice",
-    "blood",
-    "brain",
-    "heart",
-    "liver",
-    "immune",
-    "virus",
-    "drug",
-    "dose",
-]
+WORDS = "cells protein gene cancer risk patients disease mice blood brain heart liver immune virus drug dose".split()
 
 
 def _request(i: int) -> tuple[str, list[str]]:

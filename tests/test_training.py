@@ -17,24 +17,7 @@ from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, _g
 from rerank_plugins.training.mining import corpus_first_stage, mine_hard_negatives
 from rerank_plugins.training.recipes import train_bi_encoder_on, train_cross_encoder_on
 
-WORDS = [
-    "cells",
-    "protein",
-    "gene",
-    "cancer",
-    "risk",
-    "patients",
-    "disease",
-    "mice",
-    "blood",
-    "brain",
-    "heart",
-    "liver",
-    "immune",
-    "virus",
-    "drug",
-    "dose",
-]
+WORDS = "cells protein gene cancer risk patients disease mice blood brain heart liver immune virus drug dose".split()
 
 
 def _pairs(n: int = 48, seed: int = 0) -> list[tuple[str, str]]:

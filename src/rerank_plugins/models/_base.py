@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins.models.lru import LRUCache
 from rerank_plugins.models.resolve import resolve_model_path
 
 THREADS_ENV = "RERANK_PLUGINS_THREADS"
@@ -105,6 +106,32 @@ class LazyModelBackend:
 
     def _load(self, path: Path) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    # -- the in-memory cache each backend keeps (embeddings or pair scores) ------------------------------
+
+    _cache: LRUCache[Any]
+
+    @property
+    def cache_size(self) -> int:
+        return self._cache.max_size
+
+    @cache_size.setter
+    def cache_size(self, value: int) -> None:
+        with self.lock:
+            self._cache = LRUCache(value)
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses
+
+    def clear_cache(self) -> None:
+        """Empty the in-memory cache (an on-disk embedding cache, if any, is a file you can delete)."""
+        with self.lock:
+            self._cache.clear()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_name!r}, device={self.device!r}, runtime={self.runtime!r})"

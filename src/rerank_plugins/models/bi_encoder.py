@@ -58,23 +58,6 @@ class BiEncoderBackend(LazyModelBackend):
         self._pooling = "mean"
         self._normalizes = False
 
-    @property
-    def cache_size(self) -> int:
-        return self._cache.max_size
-
-    @cache_size.setter
-    def cache_size(self, value: int) -> None:
-        with self.lock:
-            self._cache = LRUCache(value)
-
-    @property
-    def cache_hits(self) -> int:
-        return self._cache.hits
-
-    @property
-    def cache_misses(self) -> int:
-        return self._cache.misses
-
     def _load(self, path: Path) -> Any:
         from sentence_transformers import SentenceTransformer
 
@@ -289,11 +272,6 @@ class BiEncoderBackend(LazyModelBackend):
                 if self.disk_cache_path is not None:
                     self._disk_cache().put_many([(_disk_key(key), vector) for key, vector in zip(missing, vectors)])
         return out
-
-    def clear_cache(self) -> None:
-        """Empty the in-memory cache (the disk cache, if any, is a file you can delete)."""
-        with self.lock:
-            self._cache.clear()
 
     def _disk_cache(self) -> DiskEmbeddingCache:
         if self._disk is None:

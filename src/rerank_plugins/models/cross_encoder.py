@@ -65,27 +65,6 @@ class CrossEncoderBackend(LazyModelBackend):
         self._batcher: MicroBatcher | None = None
         self._onnx: Any = None
 
-    @property
-    def cache_size(self) -> int:
-        return self._cache.max_size
-
-    @cache_size.setter
-    def cache_size(self, value: int) -> None:
-        with self.lock:
-            self._cache = LRUCache(value)
-
-    @property
-    def cache_hits(self) -> int:
-        return self._cache.hits
-
-    @property
-    def cache_misses(self) -> int:
-        return self._cache.misses
-
-    def clear_cache(self) -> None:
-        with self.lock:
-            self._cache.clear()
-
     def _load(self, path: Path) -> Any:
         from sentence_transformers import CrossEncoder
 
