@@ -118,3 +118,36 @@ def test_langchain_compressor_fusion_needs_first_stage_scores(tiny_cross_path):
     assert len(out) == 2 and all("fused_score" in d.metadata for d in out)
     with pytest.raises(ValueError, match="first-stage score"):
         reranker.compress_documents([Document(page_content=t) for t in TEXTS], "cancer risk")
+
+
+def _tuning_case(n_queries: int, reranker_knows: float, seed: int = 0):
+    """Queries with 10 candidates each, the relevant one near the top of the first stage; the reranker scores it
+    ``reranker_knows`` above noise."""
+    from rerank_plugins.data import RetrievalDataset
+    from rerank_plugins.schema import Document, SearchHit
+
+    rng = np.random.default_rng(seed)
+    corpus = {f"d{i}": f"document {i}" for i in range(10)}
+    queries, qrels, hits, scores = {}, {}, [], []
+    for q in range(n_queries):
+        order = rng.permutation(10)  # the first stage puts the relevant document near the top, not always first
+        relevant = int(order[min(int(rng.geometric(0.5)) - 1, 9)])
+        queries[f"q{q}"], qrels[f"q{q}"] = f"query {q}", {f"d{relevant}": 1}
+        hits.append([SearchHit(Document(corpus[f"d{i}"], f"d{i}"), int(i), float(10 - r)) for r, i in enumerate(order)])
+        scores.append(np.array([rng.normal() + (reranker_knows if i == relevant else 0.0) for i in order]))
+    return RetrievalDataset(corpus, queries, qrels), list(queries), hits, scores
+
+
+def test_fusion_tuning_keeps_the_first_stage_unless_the_gain_is_clear():
+    from rerank_plugins.evaluation.evaluate import tune_fusion_weight
+
+    noise = [tune_fusion_weight(*_tuning_case(60, reranker_knows=0.0, seed=seed)) for seed in range(20)]
+    assert sum(t["weight"] == 0.0 for t in noise) >= 14, "a reranker without signal keeps the first stage"
+    assert max(t["weight"] for t in noise) <= 0.1, "and never gets much weight when noise wins"
+    for tuned in noise:
+        best = max(tuned["ndcg@10_by_weight"].values())
+        if tuned["weight"] == 0.0 and tuned["ndcg@10_by_weight"]["0.0"] < best:
+            assert tuned["gain_over_first_stage"] <= tuned["standard_error"] and "kept_first_stage" in tuned
+    strong = tune_fusion_weight(*_tuning_case(60, reranker_knows=4.0))
+    assert strong["weight"] > 0.5 and strong["gain_over_first_stage"] > strong["standard_error"]
+    assert strong["ndcg@10_by_weight"][str(strong["weight"])] == max(strong["ndcg@10_by_weight"].values())
