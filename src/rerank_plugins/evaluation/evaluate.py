@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rerank_plugins.data import RetrievalDataset
-from rerank_plugins.evaluation.metrics import compute_metrics, drop_self_hits, ndcg_at_k
+from rerank_plugins.evaluation.metrics import compute_metrics, ndcg_at_10_per_query
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import fuse
@@ -88,7 +88,10 @@ def tune_fusion_weight(
     a weight chosen that way loses on new queries (measured on KorQuAD: 0.2 won by +0.002 on 60 held-out
     questions and lost 0.005 nDCG@10 on the test questions). Otherwise the first stage's order is kept (0).
     """
-    per_query = {w: _per_query_ndcg(rankings(query_ids, hits, scores, w), dataset, query_ids) for w in weights}
+    per_query = {
+        w: np.array(ndcg_at_10_per_query(rankings(query_ids, hits, scores, w), dataset.qrels, query_ids))
+        for w in weights
+    }
     sweep = {str(w): float(np.mean(values)) for w, values in per_query.items()}
     best = max(weights, key=lambda w: (sweep[str(w)], w))  # ties go to trusting the reranker more
     result: dict[str, Any] = {"weight": best, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
@@ -100,16 +103,6 @@ def tune_fusion_weight(
             result["weight"] = 0.0
             result["kept_first_stage"] = "the best weight's gain over the first stage is within one standard error"
     return result
-
-
-def _per_query_ndcg(ranked: dict[str, list[str]], dataset: RetrievalDataset, query_ids: Sequence[str]) -> np.ndarray:
-    """nDCG@10 per query, computed as :func:`compute_metrics` does (positive qrels, self-hits dropped)."""
-    return np.array(
-        [
-            ndcg_at_k(drop_self_hits(ranked[q], q), {d: r for d, r in dataset.qrels[q].items() if r > 0}, 10)
-            for q in query_ids
-        ]
-    )
 
 
 def tune_hybrid_weight(

@@ -38,6 +38,18 @@ def drop_self_hits(ranked: Sequence[str], query_id: str) -> list[str]:
     return [doc for doc in ranked if doc != query_id]
 
 
+def judged(ranked: Sequence[str], relevant: Mapping[str, int], query_id: str) -> tuple[list[str], dict[str, int]]:
+    """What every metric here is computed on: the ranking without self-hits, and the positively judged documents."""
+    return drop_self_hits(ranked, query_id), {d: r for d, r in relevant.items() if r > 0}
+
+
+def ndcg_at_10_per_query(
+    rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], query_ids: Sequence[str]
+) -> list[float]:
+    """nDCG@10 of each query, judged as :func:`compute_metrics` judges it (for paired comparisons)."""
+    return [ndcg_at_k(*judged(rankings.get(q, []), qrels[q], q), 10) for q in query_ids]
+
+
 def compute_metrics(
     rankings: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],
@@ -54,8 +66,7 @@ def compute_metrics(
         names.setdefault(name, []).append(value)
 
     for query_id, relevant in qrels.items():
-        relevant = {d: r for d, r in relevant.items() if r > 0}
-        ranked = drop_self_hits(rankings.get(query_id, []), query_id)
+        ranked, relevant = judged(rankings.get(query_id, []), relevant, query_id)
         for k in ks:
             add(f"hit@{k}", hit_at_k(ranked, relevant, k))
         for k in sorted({*ks, *recall_ks}):
