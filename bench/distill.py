@@ -1,0 +1,225 @@
+"""A smaller, faster reranker distilled from the trained one: quality on SciFact test and speed, side by side.
+
+The teacher is the 6-layer reranker bench/quality.py trained on SciFact train (max length 128); the first stage is
+that run's fine-tuned hybrid (`--pipelines hb`: fine-tuned bi-encoder + English BM25, dense weight 0.4). The student
+keeps ``--layers`` of the teacher's layers and learns the teacher's scores on the hybrid's top-``--distil-depth`` (16:
+the CPU budget of a shared 2-core machine) for SciFact *train* queries (no labels used); the same 10% of train queries
+the teacher was held out from tune both fusion weights at the test depth (top-30).
+Then on SciFact *test* (top-30): nDCG@10 of the first stage, teacher and student alone and fused; and p50/p95 per
+query for 30 candidates: sentence-transformers ``CrossEncoder(teacher).predict`` vs our backend with the teacher and
+with the student (torch, onnx), interleaved round by round in one run.
+
+    python bench/distill.py --layers 2 --time-budget 1500 --out bench/results/distill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+from rerank_plugins.data import load_dataset
+from rerank_plugins.evaluation.evaluate import first_stage, rankings, rerank_scores, tune_fusion_weight
+from rerank_plugins.evaluation.metrics import compute_metrics
+from rerank_plugins.first_stage import FaissIndex
+from rerank_plugins.first_stage.hybrid import HybridIndex
+from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.training.distill import DistillationConfig, distil_cross_encoder, teacher_groups
+from rerank_plugins.training.mining import corpus_first_stage
+from rerank_plugins.training.recipes import record_fusion_weight
+
+TEACHER = "runs/bench/cross-encoder-hard-listwise-fine-tuned-2ep-128-resampled-mined-hybrid"
+
+
+def hybrid_stage(dataset, work: Path) -> HybridIndex:
+    """bench/quality.py's `hb`: the fine-tuned bi-encoder's saved index + English BM25, weighted, dense weight 0.4."""
+    dense = FaissIndex.load(work / "index-fine-tuned", BiEncoderBackend(str(work / "bi-encoder"), cache_size=0))
+    lexical = corpus_first_stage(dataset, None, "lexical", analyzer="auto")
+    return HybridIndex(dense, lexical, fusion="weighted", dense_weight=0.4)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": 1000 * float(np.percentile(values, 50)), "p95_ms": 1000 * float(np.percentile(values, 95))}
+
+
+def speed(teacher: str, student: str, requests: list[tuple[str, list[str]]], rounds: int) -> dict[str, dict]:
+    """Per-query seconds for each scorer, interleaved round by round (each round: every scorer, every request)."""
+    from sentence_transformers import CrossEncoder
+
+    st_teacher = CrossEncoder(teacher, max_length=128, local_files_only=True)
+    scorers = {
+        "sentence-transformers CrossEncoder.predict, teacher (6 layers)": lambda q, d: st_teacher.predict(
+            [(q, x) for x in d], batch_size=32, show_progress_bar=False
+        ),
+        "ours torch, teacher (6 layers)": CrossEncoderBackend(teacher, cache_size=0).score,
+        "ours torch, student": CrossEncoderBackend(student, cache_size=0).score,
+        "ours onnx, student": CrossEncoderBackend(student, cache_size=0, runtime="onnx").score,
+    }
+    for score in scorers.values():  # load, export, warm up
+        score(*requests[0])
+    times: dict[str, list[float]] = {name: [] for name in scorers}
+    for _ in range(rounds):
+        for query, docs in requests:
+            for name, score in scorers.items():
+                start = time.perf_counter()
+                score(query, docs)
+                times[name].append(time.perf_counter() - start)
+    reference = float(np.median(times[next(iter(scorers))]))
+    return {
+        name: {**percentiles(t), "speed-up_vs_st_teacher_p50": reference / float(np.median(t)), "calls": len(t)}
+        for name, t in times.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/scifact")
+    parser.add_argument("--work", default="runs/bench")
+    parser.add_argument("--teacher", default=TEACHER)
+    parser.add_argument("--layers", default="2", help="number of layers, or comma-separated layer indices")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--time-budget", type=float, help="seconds of student training")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--depth", type=int, default=30, help="candidates reranked on test and held-out queries")
+    parser.add_argument(
+        "--distil-depth", type=int, default=16, help="candidates per train query the teacher scores for the student"
+    )
+    parser.add_argument("--queries-per-batch", type=int, default=4)
+    parser.add_argument("--speed-queries", type=int, default=8)
+    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="reuse a student already in --work")
+    parser.add_argument("--out", default="bench/results/distill")
+    args = parser.parse_args()
+    layers = [int(x) for x in args.layers.split(",")] if "," in args.layers else int(args.layers)
+    work, out = Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = work / "distill-teacher-scores.sqlite"
+    timings: dict[str, float] = {}
+    load_before = os.getloadavg()
+
+    train_all = load_dataset(args.data, "train")
+    test = load_dataset(args.data, "test")
+    _, held_out = train_all.split(0.1, seed=0)  # the teacher's own held-out queries (bench/quality.py)
+    stage = hybrid_stage(test, work)
+    teacher = CrossEncoderBackend(args.teacher, cache_size=0)
+
+    name = args.layers.replace(",", "-")
+    student_dir = work / f"distilled-{name}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
+    start = time.perf_counter()
+    if not (args.reuse and (student_dir / "config.json").exists()):
+        _, log = distil_cross_encoder(
+            teacher,
+            train_all,
+            student_dir,
+            candidates=stage,
+            layers=layers,
+            first_stage_k=args.distil_depth,
+            config=DistillationConfig(
+                epochs=args.epochs,
+                queries_per_batch=args.queries_per_batch,
+                learning_rate=args.learning_rate,
+                time_budget_s=args.time_budget,
+            ),
+            teacher_cache=cache,
+        )
+        print(f"distilled: {log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations}", flush=True)
+        # The student reranks the top-args.depth at test time: tune its stored fusion weight at that depth.
+        record_fusion_weight(student_dir, held_out, stage, depth=args.depth)
+    timings["distil (teacher scores of train + training + fusion tuning)"] = round(time.perf_counter() - start, 1)
+    record = json.loads((student_dir / "rerank_plugins_training.json").read_text())
+
+    # The teacher's fusion weight on the same held-out queries, from the cached teacher scores.
+    held_ids, held_hits, _ = first_stage(held_out, stage, args.depth)
+    held_groups = teacher_groups(
+        teacher, held_out, {q: [h.document.id for h in row] for q, row in zip(held_ids, held_hits)}, cache=cache
+    )
+    teacher_fusion = tune_fusion_weight(held_out, held_ids, held_hits, [g.teacher for g in held_groups])
+    student_weight = stored_fusion_weight(student_dir)
+
+    query_ids, hits, _ = first_stage(test, stage, args.depth)
+    start = time.perf_counter()
+    test_groups = teacher_groups(
+        teacher, test, {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}, cache=cache
+    )
+    timings["teacher scores of test (or cache)"] = round(time.perf_counter() - start, 1)
+    student = CrossEncoderBackend(str(student_dir), cache_size=0)
+    student_scores, seconds = rerank_scores(test, query_ids, hits, student)
+    timings["student scores of test"] = round(seconds, 1)
+    teacher_scores = [g.teacher for g in test_groups]
+
+    def metrics(scores, weight) -> dict[str, float]:
+        return compute_metrics(rankings(query_ids, hits, scores, weight), test.qrels, (1, 10), (args.depth,))
+
+    first = compute_metrics({q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}, test.qrels, (1, 10))
+    rows = {
+        "first stage: hybrid (fine-tuned bi-encoder + BM25, w=0.4)": first,
+        "teacher alone (6 layers)": metrics(teacher_scores, None),
+        f"teacher fused (a={teacher_fusion['weight']})": metrics(teacher_scores, teacher_fusion["weight"]),
+        f"student alone ({record['parameters']['layers_kept']})": metrics(student_scores, None),
+        f"student fused (a={student_weight})": metrics(student_scores, student_weight),
+    }
+    agreement = [
+        float(np.corrcoef(np.argsort(np.argsort(t)), np.argsort(np.argsort(s)))[0, 1])
+        for t, s in zip(teacher_scores, student_scores)
+    ]
+
+    requests = [(test.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids, hits)]
+    requests = requests[: args.speed_queries]
+    load_speed = os.getloadavg()
+    timing = speed(args.teacher, str(student_dir), requests, args.speed_rounds)
+
+    table = ["| pipeline (SciFact test, top-30) | nDCG@10 | hit@1 | hit@10 |", "|---|---|---|---|"]
+    table += [f"| {k} | {m['ndcg@10']:.4f} | {m['hit@1']:.4f} | {m['hit@10']:.4f} |" for k, m in rows.items()]
+    speed_table = ["| scorer (30 candidates, max length 128, batch 32) | p50 ms | p95 ms | speed-up (p50) |"]
+    speed_table.append("|---|---|---|---|")
+    speed_table += [
+        f"| {k} | {v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {v['speed-up_vs_st_teacher_p50']:.2f}x |"
+        for k, v in timing.items()
+    ]
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    text = (
+        f"# Distilled reranker on SciFact\n\ncommand: `python {' '.join(sys.argv)}`  \n"
+        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
+        f"machine: 2-core AMD EPYC (no GPU), {platform.platform()}; shared with 2-3 other agents working at the "
+        f"same time: load average {load_before[0]:.2f} at start, {load_speed[0]:.2f} before the speed rounds; "
+        f"`uptime` at the end: {uptime}\n\n"
+        f"Teacher: `{args.teacher}`. Student: `{student_dir}`, layers kept {record['parameters']['layers_kept']}, "
+        f"{record['training']['steps']} steps in {record['training']['seconds']:.0f} s (planned "
+        f"{record['training']['planned_steps']}, stopped by time budget: "
+        f"{record['training']['stopped_by_time_budget']}); held-out scores: {json.dumps(record['scores'])}\n\n"
+        + "\n".join(table)
+        + f"\n\nStudent vs teacher on test: Spearman of the 30 candidates' scores per query, mean "
+        f"{np.mean(agreement):.3f} (median {np.median(agreement):.3f}).\n\n"
+        f"Fusion weights tuned on the {len(held_ids)} held-out train queries: teacher "
+        f"{json.dumps(teacher_fusion['ndcg@10_by_weight'])}; student "
+        f"{json.dumps(record['fusion']['ndcg@10_by_weight'])}\n\n"
+        f"Speed: {len(requests)} test queries x {args.speed_rounds} rounds, interleaved\n\n"
+        + "\n".join(speed_table)
+        + f"\n\nTimings (s): {json.dumps(timings)}\n"
+    )
+    print(text)
+    (out / f"distill-{name}.md").write_text(text, encoding="utf-8")
+    (out / f"distill-{name}.json").write_text(
+        json.dumps(
+            {"argv": sys.argv, "metrics": rows, "speed": timing, "teacher_fusion": teacher_fusion, "record": record},
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Distil a trained cross-encoder into a smaller, faster one that keeps a few of its transformer layers.
+
+Why: on a CPU a reranker's time goes into its transformer layers, so a 2-layer student scores a query's candidates
+about three times faster than a 6-layer teacher (FlashRank's default reranker is a 2-layer model for this reason).
+
+The student starts as the teacher with only some of its layers (embeddings and scoring head kept, so it scores
+sensibly from the first step) and learns to reproduce the teacher's scores on the candidates it will rerank at
+inference: each query's top-``first_stage_k`` from a first stage. No labels are needed: the teacher labels the
+pairs, so any queries over your corpus will do. Labels, where the data has them, serve only to tune the fusion
+weight on the held-out queries (``fusion_weight="auto"``).
+
+Loss: listwise KL divergence per query, ``KL(softmax(teacher / T) || softmax(student / T)) * T^2``. A reranker only
+has to order one query's candidates, and the library's teachers are trained listwise (softmax over a query's group),
+so their scores are the logits of exactly this distribution; KL also weights the top of the list, where nDCG@10 is
+decided, most. MarginMSE would spend as much effort on the order of two irrelevant candidates at the bottom.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank_plugins._validation import check_positive_int
+from rerank_plugins.data import RetrievalDataset
+from rerank_plugins.first_stage.base import FirstStage
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.disk_cache import DiskEmbeddingCache
+from rerank_plugins.models.lru import text_digest
+from rerank_plugins.models.resolve import model_fingerprint
+from rerank_plugins.training._loop import TrainingLog, optimise
+from rerank_plugins.training.model_card import write_model_card
+from rerank_plugins.training.recipes import _record, record_fusion_weight
+
+logger = logging.getLogger(__name__)
+
+LAYER_KEY = re.compile(r"^(.*\blayer\.)(\d+)(\..+)$")
+"""A parameter of one transformer layer: ``bert.encoder.layer.3.attention...`` (BERT, RoBERTa, ELECTRA, ...)."""
+QUERIES_PER_TEACHER_CALL = 16
+
+
+@dataclass
+class DistillationConfig:
+    epochs: int = 2
+    queries_per_batch: int = 2
+    learning_rate: float = 1e-4
+    temperature: float = 1.0
+    warmup_ratio: float = 0.1
+    max_length: int | None = None
+    """Tokens per pair for teacher and student; ``None``: the teacher's own max length."""
+    time_budget_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "queries_per_batch"):
+            check_positive_int(getattr(self, name), name)
+        if self.max_length is not None:
+            check_positive_int(self.max_length, "max_length")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One query's candidates with the teacher's raw scores (the training target)."""
+
+    query_id: str
+    query: str
+    documents: list[str]
+    teacher: np.ndarray
+
+
+def kept_layers(teacher_layers: int, layers: int | Sequence[int]) -> list[int]:
+    """Indices of the teacher's layers the student keeps.
+
+    An int ``k`` keeps ``k`` layers spread evenly from the first to the last (6 layers, k=2: [0, 5]; k=3:
+    [0, 2, 5]): the last layer is the one the scoring head was trained on, the first reads the embeddings.
+    ``k=1`` keeps the last. A sequence names the layers itself, in increasing order.
+    """
+    if isinstance(layers, bool):
+        raise TypeError(f"layers must be an int or a sequence of layer indices, got {layers!r}")
+    if isinstance(layers, int):
+        if not 1 <= layers < teacher_layers:
+            raise ValueError(
+                f"layers must be between 1 and {teacher_layers - 1} (the teacher has {teacher_layers} layers; "
+                f"a student needs fewer), got {layers}"
+            )
+        if layers == 1:
+            return [teacher_layers - 1]
+        return sorted({round(i * (teacher_layers - 1) / (layers - 1)) for i in range(layers)})
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers must be an int or a sequence of layer indices, got {type(layers).__name__}")
+    keep = list(layers)
+    bad = [i for i in keep if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < teacher_layers]
+    if bad:
+        raise ValueError(f"layer indices must be ints in [0, {teacher_layers - 1}]; bad: {bad}")
+    if not keep or len(keep) >= teacher_layers:
+        raise ValueError(
+            f"keep between 1 and {teacher_layers - 1} of the teacher's {teacher_layers} layers, got {len(keep)}"
+        )
+    if keep != sorted(set(keep)):
+        raise ValueError(f"layer indices must be distinct and increasing, got {keep}")
+    return keep
+
+
+def truncated_student(teacher_path: str | os.PathLike[str], layers: int | Sequence[int]) -> tuple[Any, list[int]]:
+    """The teacher (a Hugging Face sequence classifier) with only the layers :func:`kept_layers` picks."""
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path)
+    total = getattr(teacher.config, "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise ValueError(f"{teacher_path}: its config has no num_hidden_layers; cannot choose layers to keep")
+    keep = kept_layers(total, layers)
+    state = {}
+    for name, tensor in teacher.state_dict().items():
+        match = LAYER_KEY.match(name)
+        if match is None:
+            state[name] = tensor
+        elif int(match[2]) in keep:
+            state[f"{match[1]}{keep.index(int(match[2]))}{match[3]}"] = tensor
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(keep)
+    student = AutoModelForSequenceClassification.from_config(config)
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:  # an architecture whose layers are not named "...layer.N..."
+        raise ValueError(
+            f"cannot map {teacher_path}'s layers onto a smaller model (missing: {missing[:3]}, "
+            f"unexpected: {unexpected[:3]}); distillation supports encoders with '...layer.N...' parameters"
+        )
+    return student, keep
+
+
+def teacher_groups(
+    teacher: CrossEncoderBackend,
+    dataset: RetrievalDataset,
+    candidates: Mapping[str, Sequence[str]],
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+) -> list[Group]:
+    """The teacher's raw scores for every query's candidates (queries with fewer than 2 candidates are skipped).
+
+    ``cache``: an SQLite file keeping the scores across runs, keyed by the teacher's content, its max length and
+    both texts, so a rerun (or a second student) does not score the same pairs again.
+    """
+    from tqdm.auto import tqdm
+
+    requests = [
+        (q, dataset.queries[q], [dataset.corpus[d] for d in docs]) for q, docs in candidates.items() if len(docs) >= 2
+    ]
+    store = None
+    if cache is not None:
+        namespace = f"teacher-scores:{model_fingerprint(teacher.path)}:{teacher.max_length}"
+        store = DiskEmbeddingCache(cache, namespace, dimension=1, max_entries=10_000_000)
+    groups = []
+    with tqdm(total=len(requests), desc="Teacher scores", unit="query", disable=not show_progress) as progress:
+        for start in range(0, len(requests), QUERIES_PER_TEACHER_CALL):
+            chunk = requests[start : start + QUERIES_PER_TEACHER_CALL]
+            keys = [[text_digest(query) + text_digest(d) for d in docs] for _, query, docs in chunk]
+            found = store.get_many([k for row in keys for k in row]) if store is not None else {}
+            todo = [i for i, row in enumerate(keys) if any(k not in found for k in row)]
+            if todo:
+                scored = teacher.score_batch([(chunk[i][1], chunk[i][2]) for i in todo])
+                fresh = [(k, np.array([s])) for i, row in zip(todo, scored) for k, s in zip(keys[i], row)]
+                found.update(fresh)
+                if store is not None:
+                    store.put_many(fresh)
+            for (query_id, query, docs), row in zip(chunk, keys):
+                scores = np.array([found[k][0] for k in row], dtype=np.float32)
+                groups.append(Group(query_id, query, docs, scores))
+            progress.update(len(chunk))
+    return groups
+
+
+def listwise_kl(student: Any, teacher: Any, temperature: float) -> Any:
+    """``KL(softmax(teacher/T) || softmax(student/T)) * T^2`` for one query's candidates (torch tensors)."""
+    import torch
+
+    target = torch.log_softmax(teacher / temperature, dim=-1)
+    log_student = torch.log_softmax(student / temperature, dim=-1)
+    return torch.sum(target.exp() * (target - log_student)) * temperature**2
+
+
+def _candidates(
+    dataset: RetrievalDataset, candidates: FirstStage | Mapping[str, Sequence[str]], k: int
+) -> dict[str, list[str]]:
+    """Candidate document ids per query: the first stage's top-``k``, or the mapping given (checked)."""
+    if isinstance(candidates, FirstStage):
+        query_ids = list(dataset.queries)
+        hits = candidates.search_batch([dataset.queries[q] for q in query_ids], k)
+        return {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}
+    if not isinstance(candidates, Mapping):
+        raise TypeError(
+            f"candidates must be a FirstStage or a mapping of query id -> document ids, got {type(candidates).__name__}"
+        )
+    unknown_queries = [q for q in candidates if q not in dataset.queries]
+    unknown_docs = sorted({d for docs in candidates.values() for d in docs if d not in dataset.corpus})
+    if unknown_queries or unknown_docs:
+        raise ValueError(
+            f"candidates name unknown query ids {unknown_queries[:5]} / document ids {unknown_docs[:5]} "
+            f"(not in {dataset.name})"
+        )
+    return {q: list(docs) for q, docs in candidates.items()}
+
+
+def _held_out_ids(dataset: RetrievalDataset, held_out: float, seed: int) -> set[str]:
+    """Held-out queries: the same split as the other trainers' (labelled queries) so a teacher trained by
+    rerank-plugins never saw them; a data set without labels holds out a random fraction of its queries."""
+    if not held_out:
+        return set()
+    if dataset.labelled_queries:
+        return set(dataset.split(held_out, seed)[1].queries)
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be between 0 and 1, got {held_out}")
+    ids = sorted(dataset.queries)
+    random.Random(seed).shuffle(ids)
+    return set(ids[: max(1, round(len(ids) * held_out))])
+
+
+def distil_cross_encoder(
+    teacher: str | os.PathLike[str] | CrossEncoderBackend,
+    dataset: RetrievalDataset,
+    output_dir: str | os.PathLike[str],
+    *,
+    candidates: FirstStage | Mapping[str, Sequence[str]],
+    layers: int | Sequence[int] = 2,
+    first_stage_k: int = 30,
+    held_out: float = 0.1,
+    config: DistillationConfig | None = None,
+    teacher_cache: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+) -> tuple[Path, TrainingLog]:
+    """Train a ``layers``-layer student of ``teacher`` on ``dataset``'s queries; save it to ``output_dir``.
+
+    ``candidates``: a first stage (its top-``first_stage_k`` per query: the lists the student will rerank) or a
+    mapping of query id to document ids. Only queries and corpus are used for training, never labels. A
+    ``held_out`` fraction of the queries measures agreement with the teacher after each epoch (the best epoch is
+    kept) and, when they are labelled and ``candidates`` is a first stage, tunes the stored fusion weight.
+    The result is a normal cross-encoder directory (our backends, the CLI, sentence-transformers ``CrossEncoder``).
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    config = config or DistillationConfig()
+    check_positive_int(first_stage_k, "first_stage_k")
+    if not dataset.queries:
+        raise ValueError(f"{dataset.name} has no queries to distil on")
+    if not isinstance(teacher, CrossEncoderBackend):
+        teacher = CrossEncoderBackend(teacher, cache_size=0, max_length=config.max_length)
+    student, keep = truncated_student(teacher.path, layers)  # checks ``layers`` before any scoring
+    max_length = config.max_length or teacher.max_length
+    tokenizer = AutoTokenizer.from_pretrained(teacher.path)
+    torch.manual_seed(config.seed)
+
+    pools = _candidates(dataset, candidates, first_stage_k)
+    groups = teacher_groups(teacher, dataset, pools, cache=teacher_cache, show_progress=show_progress)
+    held = _held_out_ids(dataset, held_out, config.seed)
+    train = [g for g in groups if g.query_id not in held]
+    check = [g for g in groups if g.query_id in held]
+    if not train:
+        raise ValueError(f"no query of {dataset.name} has 2 or more candidates to learn an order from")
+
+    def student_scores(batch: Sequence[Group]) -> Any:
+        features = tokenizer(
+            [g.query for g in batch for _ in g.documents],
+            [d for g in batch for d in g.documents],
+            truncation="only_second",
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        logits = student(**features).logits
+        return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+
+    def group_losses(batch: Sequence[Group], scores: Any) -> Any:
+        losses, start = [], 0
+        for group in batch:
+            end = start + len(group.documents)
+            target = torch.from_numpy(group.teacher)
+            losses.append(listwise_kl(scores[start:end], target, config.temperature))
+            start = end
+        return torch.stack(losses)
+
+    def held_out_kl() -> float:
+        with torch.inference_mode():
+            batches = (check[i : i + 4] for i in range(0, len(check), 4))
+            return float(torch.cat([group_losses(b, student_scores(b)) for b in batches]).mean())
+
+    def batches(epoch: int) -> list[list[Group]]:
+        order = list(train)
+        random.Random(config.seed + epoch).shuffle(order)
+        size = config.queries_per_batch
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    scores: dict[str, Any] = {}
+    if check:
+        student.eval()
+        scores["held_out_kl_to_teacher_before"] = held_out_kl()
+    log = optimise(
+        student,
+        [{"params": list(student.parameters()), "lr": config.learning_rate}],
+        batches,
+        lambda batch: group_losses(batch, student_scores(batch)).mean(),
+        epochs=config.epochs,
+        warmup_ratio=config.warmup_ratio,
+        time_budget_s=config.time_budget_s,
+        evaluate=(lambda: -held_out_kl()) if check else None,
+        description=f"Distilling {len(keep)}-layer student",
+        show_progress=show_progress,
+    )
+    if check:
+        scores["held_out_kl_to_teacher_after"] = -max(e["score"] for e in log.evaluations)
+        scores["held_out_queries"] = len(check)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(output)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(output)
+    source = candidates.describe() if isinstance(candidates, FirstStage) else "given candidate lists"
+    write_model_card(
+        output,
+        kind="cross-encoder",
+        base_model=teacher.model_name,
+        data=f"{dataset.name}: {len(train)} queries x up to {first_stage_k} candidates ({source}), scored by the "
+        f"teacher (labels unused); {len(check)} held out",
+        parameters={**asdict(config), "max_length": max_length, "layers_kept": keep, "teacher": teacher.model_name},
+        training=asdict(log),
+        scores=scores,
+    )
+    _record(output, "distillation", {"teacher": teacher.model_name, "layers_kept": keep, "loss": "listwise KL"})
+    labelled_check = dataset.subset([q for q in held if q in dataset.qrels])
+    if isinstance(candidates, FirstStage) and labelled_check.queries:
+        record_fusion_weight(output, labelled_check, candidates, depth=first_stage_k)
+    return output, log

@@ -1,0 +1,221 @@
+"""Distillation: the student keeps the layers asked for, learns the teacher's order, saves a normal cross-encoder.
+
+The learning test distils a teacher that really ranks (a tiny reranker trained on the topic task of
+test_learning.py) on *unlabelled* queries, and compares the student's agreement with the teacher on held-out queries
+before and after training: a loss that ignores the teacher leaves the agreement where the truncated, untrained
+student had it, and targets misaligned with their documents drive it down (both checked by breaking the code).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from rerank_plugins.data import RetrievalDataset, from_pairs
+from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.training import DistillationConfig, distil_cross_encoder
+from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
+from rerank_plugins.training.distill import kept_layers, teacher_groups, truncated_student
+from test_learning import topic_data  # the topic task: a query's words and its positive share one topic
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: tiny models train much faster than with threads fighting a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_cross_path, tmp_path_factory) -> Path:
+    """A 2-layer tiny reranker trained to rank a query's topic first: its scores depend on query and document."""
+    data, negatives = topic_data(2000, seed=1)  # test_learning.py's set-up: ~30 s; with fewer queries it ranks nothing
+    path, _ = train_cross_encoder(
+        data,
+        negatives,
+        tmp_path_factory.mktemp("teacher") / "ce",
+        base_model=str(tiny_cross_path),
+        config=CrossEncoderTrainingConfig(
+            epochs=1, queries_per_batch=8, num_negatives=3, learning_rate=2e-3, head_lr_multiplier=1.0, max_length=64
+        ),
+        show_progress=False,
+    )
+    return path
+
+
+def unlabelled(data: RetrievalDataset) -> RetrievalDataset:
+    return RetrievalDataset(data.corpus, data.queries, {}, name=f"{data.name} (unlabelled)")
+
+
+def candidates_of(data: RetrievalDataset, negatives: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {q: [f"{q}-pos", *negatives[q]] for q in data.queries}
+
+
+def agreement(student: Path, teacher: Path, data: RetrievalDataset, candidates: dict[str, list[str]]) -> float:
+    """Mean Spearman correlation of student and teacher scores over each query's candidates."""
+    requests = [(data.queries[q], [data.corpus[d] for d in docs]) for q, docs in candidates.items()]
+    ours = CrossEncoderBackend(student, cache_size=0).score_batch(requests)
+    theirs = CrossEncoderBackend(teacher, cache_size=0).score_batch(requests)
+    return float(np.mean([spearmanr(a, b).statistic for a, b in zip(ours, theirs)]))
+
+
+def save_untrained_student(teacher: Path, directory: Path, layers) -> Path:
+    from transformers import AutoTokenizer
+
+    student, _ = truncated_student(teacher, layers)
+    student.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(directory)
+    return directory
+
+
+def test_layers_kept_are_spread_from_first_to_last_or_named():
+    assert kept_layers(6, 2) == [0, 5]
+    assert kept_layers(6, 3) == [0, 2, 5]
+    assert kept_layers(12, 4) == [0, 4, 7, 11]
+    assert kept_layers(6, 1) == [5]
+    assert kept_layers(6, [1, 3]) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (6, "between 1 and 5"),
+        (0, "between 1 and 5"),
+        ([3, 1], "increasing"),
+        ([0, 0], "increasing"),
+        ([0, 6], "bad: \\[6\\]"),
+        ([], "between 1 and 5"),
+        ([0, 1, 2, 3, 4, 5], "between 1 and 5"),
+    ],
+)
+def test_bad_layer_choices_are_refused(layers, message):
+    with pytest.raises(ValueError, match=message):
+        kept_layers(6, layers)
+
+
+@pytest.mark.parametrize("layers", [True, "2", 2.0])
+def test_layers_of_the_wrong_type_are_refused(layers):
+    with pytest.raises(TypeError, match="layers must be"):
+        kept_layers(6, layers)
+
+
+def test_student_is_the_teacher_with_the_kept_layers(tiny_cross_path):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_cross_path).state_dict()
+    student, keep = truncated_student(tiny_cross_path, [1])
+    assert keep == [1] and student.config.num_hidden_layers == 1
+    weights = student.state_dict()
+    assert not any(".layer.1." in name for name in weights)
+    for name, tensor in weights.items():
+        source = name.replace(".layer.0.", ".layer.1.")
+        assert (teacher[source] == tensor).all(), name
+
+
+def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path):
+    train, train_negatives = topic_data(240, seed=3)
+    check, check_negatives = topic_data(40, seed=4)
+    check_candidates = candidates_of(check, check_negatives)
+    # Layer 0 alone: the scoring head never read its output, so the untrained student agrees little.
+    before = agreement(save_untrained_student(teacher, tmp_path / "untrained", [0]), teacher, check, check_candidates)
+    path, log = distil_cross_encoder(
+        teacher,
+        unlabelled(train),
+        tmp_path / "student",
+        candidates=candidates_of(train, train_negatives),
+        layers=[0],
+        config=DistillationConfig(epochs=2, queries_per_batch=8, learning_rate=2e-3),
+        show_progress=False,
+    )
+    after = agreement(path, teacher, check, check_candidates)
+    assert before < 0.6, f"the untrained student already agrees with the teacher ({before:.3f}): this proves nothing"
+    assert after >= 0.75 and after - before >= 0.3, f"held-out Spearman with the teacher {before:.3f} -> {after:.3f}"
+    card = json.loads((path / "rerank_plugins_training.json").read_text())
+    scores = card["scores"]
+    assert scores["held_out_kl_to_teacher_after"] < scores["held_out_kl_to_teacher_before"] / 5
+    assert card["distillation"]["layers_kept"] == [0] and "fusion" not in card  # no labels: nothing to tune on
+    assert log.steps == 2 * 27  # 216 training queries (24 held out) in batches of 8, two epochs
+
+
+def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_path, tiny_bi_path, tmp_path, capsys):
+    from sentence_transformers import CrossEncoder
+
+    from rerank_plugins.cli import main
+
+    data, negatives = topic_data(30, seed=5)
+    rows = [{"query": data.queries[q], "positive": data.corpus[f"{q}-pos"]} for q in data.queries]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "student"
+    code = main(
+        [
+            "distill",
+            "--data",
+            str(pairs),
+            "--teacher",
+            str(tiny_cross_path),
+            "--output",
+            str(output),
+            "--bi-encoder",
+            str(tiny_bi_path),
+            "--layers",
+            "1",
+            "--first-stage-k",
+            "8",
+            "--epochs",
+            "1",
+            "--held-out",
+            "0.2",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "Student saved to" in capsys.readouterr().out
+    assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == 1
+    assert stored_fusion_weight(output) is not None  # tuned on the labelled held-out queries: "auto" works
+    assert "Fusion with the first stage" in (output / "README.md").read_text()
+    assert CrossEncoder(str(output)).predict([("cancer", "cancer risk"), ("cancer", "seoul")]).shape == (2,)
+    assert CrossEncoderBackend(output).score("cancer", ["cancer risk", "seoul"]).shape == (2,)
+
+
+def test_teacher_scores_come_from_the_cache_on_a_second_run(tiny_cross_path, tmp_path):
+    data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
+    candidates = {q: list(data.corpus) for q in data.queries}
+    teacher = CrossEncoderBackend(tiny_cross_path, cache_size=0)
+    first = teacher_groups(teacher, data, candidates, cache=tmp_path / "scores.sqlite", show_progress=False)
+    calls = []
+    original = teacher.score_batch
+    teacher.score_batch = lambda requests, **kw: calls.append(requests) or original(requests, **kw)
+    second = teacher_groups(teacher, data, candidates, cache=tmp_path / "scores.sqlite", show_progress=False)
+    assert not calls
+    for a, b in zip(first, second):
+        assert a.query_id == b.query_id and np.array_equal(a.teacher, b.teacher)
+        assert np.allclose(a.teacher, original([(a.query, a.documents)])[0], atol=1e-6)
+
+
+def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
+    data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
+    two = {q: list(data.corpus) for q in data.queries}
+    with pytest.raises(ValueError, match="the teacher has 2 layers"):
+        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=2)
+    with pytest.raises(ValueError, match="between 1 and 1"):
+        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=0)
+    with pytest.raises(ValueError, match="no queries"):
+        distil_cross_encoder(tiny_cross_path, RetrievalDataset({}, {}, {}), tmp_path / "s", candidates={}, layers=1)
+    with pytest.raises(ValueError, match="2 or more candidates"):
+        distil_cross_encoder(
+            tiny_cross_path, data, tmp_path / "s", candidates={q: docs[:1] for q, docs in two.items()}, layers=1
+        )
+    with pytest.raises(ValueError, match="nope"):
+        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates={"q1": ["nope", "d1"]}, layers=1)
+    with pytest.raises(TypeError, match="FirstStage or a mapping"):
+        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=["d1"], layers=1)
+    assert not (tmp_path / "s").exists()
