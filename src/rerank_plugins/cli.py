@@ -14,6 +14,7 @@ from rerank_plugins.first_stage import FIRST_STAGES, load_first_stage
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
+from rerank_plugins.training.pseudo_queries import OFFLINE_STRATEGIES
 from rerank_plugins.training.recipes import NEGATIVE_KINDS
 
 BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
@@ -151,34 +152,37 @@ def _parser() -> argparse.ArgumentParser:
     train_cross.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
     train_cross.add_argument("--time-budget", type=float, help="stop training after this many seconds")
 
-    distill = commands.add_parser(
-        "distill", help="distil a trained reranker into a smaller, faster one (the teacher labels the candidates)"
+    adapt = commands.add_parser(
+        "adapt", help="fit both models to a corpus without labels (pseudo-queries), keeping only what helps"
     )
-    _add_data(distill, "train")
-    _add_first_stage(distill, "first stage whose top-k the student learns to rerank, and that tunes fusion")
-    distill.add_argument("--teacher", required=True, help="trained cross-encoder to distil (directory or hub id)")
-    distill.add_argument("--output", required=True, help="directory for the student")
-    distill.add_argument(
-        "--bi-encoder", default=DEFAULT_BACKBONE, help="embedding model of a dense or hybrid first stage"
+    adapt.add_argument(
+        "--corpus", required=True, help="BEIR folder, corpus .jsonl (id, text[, title]), SQuAD .json or .txt"
     )
-    distill.add_argument("--embedding-cache", help=CACHE_HELP)
-    distill.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
-    distill.add_argument(
-        "--layers",
-        type=_layers,
-        default=2,
-        help="teacher layers the student keeps: a count (spread from first to last) or indices like 0,5 "
-        "(default: %(default)s)",
+    adapt.add_argument("--output", required=True, help="DIR for bi-encoder/, cross-encoder/ and report.{json,md,png}")
+    _add_first_stage(adapt, "first stage that mines negatives and is evaluated")
+    adapt.set_defaults(first_stage="hybrid")
+    adapt.add_argument(
+        "--llm",
+        help="MODULE:NAME of a LangChain chat model / LLM or a LlamaIndex LLM (or a function returning one) that "
+        "writes the queries (default: offline pseudo-queries, no LLM)",
     )
-    distill.add_argument(
-        "--first-stage-k", type=int, default=30, help="candidates per query the teacher scores (default: %(default)s)"
+    adapt.add_argument(
+        "--strategy",
+        default="sentence",
+        choices=OFFLINE_STRATEGIES,
+        help="offline pseudo-queries: a sentence of the passage, its title or its salient terms (default: %(default)s)",
     )
-    distill.add_argument("--epochs", type=int, default=2)
-    distill.add_argument("--learning-rate", type=float, default=1e-4)
-    distill.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the teacher's)")
-    distill.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
-    distill.add_argument("--time-budget", type=float, help="stop training after this many seconds")
-    distill.add_argument("--teacher-cache", help="SQLite file keeping the teacher's scores across runs")
+    adapt.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help="bi-encoder to adapt (default: %(default)s)")
+    adapt.add_argument("--base-model", default=DEFAULT_BACKBONE, help="reranker backbone (default: %(default)s)")
+    adapt.add_argument("--queries-per-document", type=int, default=1, help="(default: %(default)s)")
+    adapt.add_argument("--prompt-file", help="LLM prompt template with {passage} (and {n}) in it")
+    adapt.add_argument("--concurrency", type=int, default=4, help="LLM calls at once (default: %(default)s)")
+    adapt.add_argument("--labelled", help="labelled queries to add (any --data format over the same corpus ids)")
+    adapt.add_argument("--labelled-split", default="train", help="qrels split of --labelled (default: %(default)s)")
+    adapt.add_argument("--time-budget", type=float, default=600.0, help="seconds of training (default: %(default)s)")
+    adapt.add_argument("--held-out", type=float, default=0.1, help="fraction of queries for the guard")
+    adapt.add_argument("--cross-max-length", type=int, default=128, help="reranker tokens per pair")
+    adapt.add_argument("--yes", action="store_true", help="with --llm: start without asking after showing the cost")
 
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
     _add_data(evaluate, "test")
@@ -205,14 +209,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
     return parser
-
-
-def _layers(text: str) -> int | list[int]:
-    """``--layers``: a count (``2``) or layer indices (``0,5``)."""
-    try:
-        return [int(i) for i in text.split(",")] if "," in text else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of layers or indices like 0,5, got {text!r}") from None
 
 
 def _add_negatives(parser: argparse.ArgumentParser) -> None:
@@ -343,28 +339,8 @@ def _run(args: argparse.Namespace) -> int:
             config=config,
         )
         print(f"Cross-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
-    elif args.command == "distill":
-        from rerank_plugins.training.distill import DistillationConfig, distil_cross_encoder
-
-        config = DistillationConfig(
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            max_length=args.max_length,
-            time_budget_s=args.time_budget,
-        )
-        dataset = load_dataset(args.data, args.split)
-        path, log = distil_cross_encoder(
-            args.teacher,
-            dataset,
-            args.output,
-            candidates=_corpus_stage(args, dataset),
-            layers=args.layers,
-            first_stage_k=args.first_stage_k,
-            held_out=args.held_out,
-            config=config,
-            teacher_cache=args.teacher_cache,
-        )
-        print(f"Student saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
+    elif args.command == "adapt":
+        _adapt(args)
     elif args.command == "evaluate":
         from rerank_plugins.evaluation.evaluate import evaluate_two_stage
         from rerank_plugins.evaluation.report import markdown_table, write_report
@@ -389,6 +365,76 @@ def _run(args: argparse.Namespace) -> int:
         print(markdown_table(report))
         print("Report: " + json.dumps({k: str(v) for k, v in written.items()}))
     return 0
+
+
+def _adapt(args: argparse.Namespace) -> None:
+    from rerank_plugins.data.corpus import load_corpus
+    from rerank_plugins.training.adapt import AdaptConfig, adapt
+    from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
+    from rerank_plugins.training.pseudo_queries import offline_pseudo_queries
+
+    documents = load_corpus(args.corpus)
+    if args.llm:
+        generator = _llm_generator(args)
+        cost = generator.estimate_cost(documents)
+        print(
+            f"{cost['calls']} LLM calls ({cost['cached']} of {cost['documents']} documents cached), about "
+            f"{cost['prompt_tokens']:,} prompt and {cost['output_tokens']:,} output tokens"
+        )
+        if cost["calls"] and not args.yes and not _confirm():
+            raise ValueError("stopped before calling the LLM (pass --yes to skip the question)")
+        queries = generator.generate(documents)
+    else:
+        queries = offline_pseudo_queries(documents, args.strategy, queries_per_document=args.queries_per_document)
+    print(f"Pseudo-queries: {json.dumps(queries.summary())}")
+    config = AdaptConfig(
+        first_stage=args.first_stage,
+        analyzer=args.analyzer,
+        base_bi_encoder=args.bi_encoder,
+        base_cross_encoder=args.base_model,
+        held_out=args.held_out,
+        time_budget_s=args.time_budget,
+        cross_encoder=CrossEncoderTrainingConfig(max_length=args.cross_max_length),
+    )
+    labelled = load_dataset(args.labelled, args.labelled_split) if args.labelled else None
+    report = adapt(queries, args.output, config, labelled=labelled, say=print)
+    print(f"Report: {args.output}/report.md; models: {args.output}/bi-encoder, {args.output}/cross-encoder")
+    print(
+        json.dumps({"bi_encoder_kept": report["bi_encoder"]["kept"], "reranker_kept": report["cross_encoder"]["kept"]})
+    )
+
+
+def _llm_generator(args: argparse.Namespace) -> Any:
+    """Import MODULE:NAME, call it if it is a factory, and wrap the model for its framework."""
+    import importlib
+
+    module_name, _, attribute = args.llm.partition(":")
+    if not attribute:
+        raise ValueError(f"--llm must look like MODULE:NAME, got {args.llm!r}")
+    llm = getattr(importlib.import_module(module_name), attribute)
+    llm = llm() if callable(llm) and not hasattr(llm, "invoke") and not hasattr(llm, "complete") else llm
+    options = {
+        "queries_per_document": args.queries_per_document,
+        "concurrency": args.concurrency,
+        "cache_path": f"{args.output}/llm-queries.jsonl",
+    }
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as handle:
+            options["prompt"] = handle.read()
+    framework = type(llm).__module__.split(".")[0]
+    if framework.startswith("langchain"):
+        from rerank_plugins.langchain import query_generator
+    elif framework.startswith("llama_index"):
+        from rerank_plugins.llamaindex import query_generator
+    else:
+        raise TypeError(f"--llm {args.llm} is a {type(llm).__name__}, neither a LangChain nor a LlamaIndex model")
+    return query_generator(llm, **options)
+
+
+def _confirm() -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input("Call the LLM? [y/N] ").strip().lower() in ("y", "yes")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from rerank_plugins.langchain.compressor import CrossEncoderReranker
 from rerank_plugins.langchain.embeddings import BiEncoderEmbeddings
 from rerank_plugins.langchain.first_stage import LangChainFirstStage
+from rerank_plugins.langchain.query_generation import query_generator
 from rerank_plugins.langchain.retriever import TwoStageRetriever
 from rerank_plugins.langchain.vectorstore import FaissVectorStore
 
@@ -19,4 +20,5 @@ __all__ = [
     "LangChainFirstStage",
     "TwoStageRetriever",
     "FaissVectorStore",
+    "query_generator",
 ]

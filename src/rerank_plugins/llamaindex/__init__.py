@@ -10,7 +10,15 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
 from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
+from rerank_plugins.llamaindex.query_generation import query_generator
 from rerank_plugins.llamaindex.retriever import TwoStageRetriever
 from rerank_plugins.llamaindex.vector_store import FaissVectorStore
 
-__all__ = ["BiEncoderEmbedding", "CrossEncoderRerank", "LlamaIndexFirstStage", "TwoStageRetriever", "FaissVectorStore"]
+__all__ = [
+    "BiEncoderEmbedding",
+    "CrossEncoderRerank",
+    "LlamaIndexFirstStage",
+    "TwoStageRetriever",
+    "FaissVectorStore",
+    "query_generator",
+]
