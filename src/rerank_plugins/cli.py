@@ -184,6 +184,35 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--cross-max-length", type=int, default=128, help="reranker tokens per pair")
     adapt.add_argument("--yes", action="store_true", help="with --llm: start without asking after showing the cost")
 
+    distill = commands.add_parser(
+        "distill", help="distil a trained reranker into a smaller, faster one (the teacher labels the candidates)"
+    )
+    _add_data(distill, "train")
+    _add_first_stage(distill, "first stage whose top-k the student learns to rerank, and that tunes fusion")
+    distill.add_argument("--teacher", required=True, help="trained cross-encoder to distil (directory or hub id)")
+    distill.add_argument("--output", required=True, help="directory for the student")
+    distill.add_argument(
+        "--bi-encoder", default=DEFAULT_BACKBONE, help="embedding model of a dense or hybrid first stage"
+    )
+    distill.add_argument("--embedding-cache", help=CACHE_HELP)
+    distill.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
+    distill.add_argument(
+        "--layers",
+        type=_layers,
+        default=2,
+        help="teacher layers the student keeps: a count (spread from first to last) or indices like 0,5 "
+        "(default: %(default)s)",
+    )
+    distill.add_argument(
+        "--first-stage-k", type=int, default=30, help="candidates per query the teacher scores (default: %(default)s)"
+    )
+    distill.add_argument("--epochs", type=int, default=2)
+    distill.add_argument("--learning-rate", type=float, default=1e-4)
+    distill.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the teacher's)")
+    distill.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
+    distill.add_argument("--time-budget", type=float, help="stop training after this many seconds")
+    distill.add_argument("--teacher-cache", help="SQLite file keeping the teacher's scores across runs")
+
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
     _add_data(evaluate, "test")
     _add_first_stage(evaluate)
@@ -209,6 +238,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
     return parser
+
+
+def _layers(text: str) -> int | list[int]:
+    """``--layers``: a count (``2``) or layer indices (``0,5``)."""
+    try:
+        return [int(i) for i in text.split(",")] if "," in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of layers or indices like 0,5, got {text!r}") from None
 
 
 def _add_negatives(parser: argparse.ArgumentParser) -> None:
@@ -341,6 +378,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Cross-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
     elif args.command == "adapt":
         _adapt(args)
+    elif args.command == "distill":
+        from rerank_plugins.training.distill import DistillationConfig, distil_cross_encoder
+
+        config = DistillationConfig(
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+            time_budget_s=args.time_budget,
+        )
+        dataset = load_dataset(args.data, args.split)
+        path, log = distil_cross_encoder(
+            args.teacher,
+            dataset,
+            args.output,
+            candidates=_corpus_stage(args, dataset),
+            layers=args.layers,
+            first_stage_k=args.first_stage_k,
+            held_out=args.held_out,
+            config=config,
+            teacher_cache=args.teacher_cache,
+        )
+        print(f"Student saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
     elif args.command == "evaluate":
         from rerank_plugins.evaluation.evaluate import evaluate_two_stage
         from rerank_plugins.evaluation.report import markdown_table, write_report
