@@ -30,7 +30,6 @@ from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.models.registry import get_bi_encoder
 from rerank_plugins.training.adapt import AdaptConfig, adapt
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
 from rerank_plugins.training.mining import corpus_first_stage
@@ -46,7 +45,7 @@ def row(name: str, metrics: dict[str, float]) -> str:
 def stage_like(test, model: str, described: dict, analyzer: str):
     """The first stage ``described`` (dense, lexical or hybrid with its dense weight) over the test corpus."""
     kind = described["kind"]
-    stage = corpus_first_stage(test, None if kind == "lexical" else get_bi_encoder(model), kind, analyzer=analyzer)
+    stage = corpus_first_stage(test, model, kind, analyzer=analyzer)
     if isinstance(stage, HybridIndex):
         stage.dense_weight = described["dense_weight"]
     return stage

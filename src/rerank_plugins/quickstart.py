@@ -16,7 +16,7 @@ from rerank_plugins.data import RetrievalDataset, demo_data_path, load_beir, loa
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
 from rerank_plugins.evaluation.report import markdown_table, write_report
 from rerank_plugins.fusion import stored_fusion_weight
-from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
+from rerank_plugins.models.registry import get_cross_encoder
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
 from rerank_plugins.training.mining import corpus_first_stage
@@ -135,8 +135,7 @@ def run_quickstart(
         f"\n[3/4] Evaluating on {len(test.queries)} test queries: first stage top-{first_stage_k}, the reranker "
         f"alone, and fused (a = {weight})"
     )
-    embedder = None if first_stage == "lexical" else get_bi_encoder(bi_encoder)
-    index = corpus_first_stage(test, embedder, first_stage)
+    index = corpus_first_stage(test, bi_encoder, first_stage)
     report = evaluate_two_stage(
         test, index, get_cross_encoder(cross_path), first_stage_k=first_stage_k, fusion_weight=weight
     )

@@ -34,7 +34,6 @@ from rerank_plugins.evaluation.report import write_report
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.models.registry import get_bi_encoder
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig, train_cross_encoder
 from rerank_plugins.training.mining import corpus_first_stage
@@ -118,10 +117,9 @@ def _ranking(held_out: RetrievalDataset, stage: FirstStage, k: int) -> dict[str,
     return {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}
 
 
-def _stage(dataset: RetrievalDataset, model: str | None, train: RetrievalDataset, config: AdaptConfig) -> FirstStage:
+def _stage(dataset: RetrievalDataset, model: str, train: RetrievalDataset, config: AdaptConfig) -> FirstStage:
     """The configured first stage over the corpus; a hybrid gets its dense weight tuned on training queries."""
-    embedder = None if model is None else get_bi_encoder(model)
-    stage = corpus_first_stage(dataset, embedder, config.first_stage, analyzer=config.analyzer)
+    stage = corpus_first_stage(dataset, model, config.first_stage, analyzer=config.analyzer)
     if isinstance(stage, HybridIndex):
         sample = random.Random(0).sample(train.labelled_queries, min(HYBRID_TUNING_QUERIES, len(train.queries)))
         tune_hybrid_weight(stage, train.subset(sample), k=config.first_stage_k)
@@ -154,7 +152,7 @@ def adapt(
     budget = config.time_budget_s
 
     started = time.perf_counter()
-    base_stage = _stage(dataset, config.base_bi_encoder if uses_dense else None, train, config)
+    base_stage = _stage(dataset, config.base_bi_encoder, train, config)
     timings["base_first_stage_s"] = time.perf_counter() - started
     stage, bi_path = base_stage, output / "bi-encoder"
     if uses_dense:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
+from rerank_plugins.models.registry import get_bi_encoder
 from rerank_plugins.schema import Document
 
 
@@ -48,12 +49,19 @@ def mine_hard_negatives(
 
 def corpus_first_stage(
     dataset: RetrievalDataset,
-    embedder: BiEncoderBackend | None = None,
+    embedder: BiEncoderBackend | str | None = None,
     kind: str = "dense",
     *,
     analyzer: Any = "auto",
     **dense_options: Any,
 ) -> DocumentStore:
-    """A first stage of ``kind`` (dense, lexical or hybrid) over ``dataset.corpus`` keyed by corpus id."""
+    """A first stage of ``kind`` (dense, lexical or hybrid) over ``dataset.corpus`` keyed by corpus id.
+
+    ``embedder`` may be a model id or directory; it is loaded only when ``kind`` needs one (not for lexical).
+    """
+    if kind == "lexical":
+        embedder = None
+    elif isinstance(embedder, str):
+        embedder = get_bi_encoder(embedder)
     documents = [Document(text, doc_id) for doc_id, text in dataset.corpus.items()]
     return build_first_stage(kind, documents, embedder, analyzer=analyzer, dense_options=dense_options)

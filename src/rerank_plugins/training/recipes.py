@@ -16,7 +16,6 @@ from rerank_plugins.evaluation.evaluate import first_stage, rerank_scores, tune_
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.fusion import TRAINING_INFO
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.models.registry import get_bi_encoder
 from rerank_plugins.training._loop import TrainingLog
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig, train_cross_encoder
@@ -75,9 +74,7 @@ def train_cross_encoder_on(
     config = config or CrossEncoderTrainingConfig()
     kind = negatives or default_negatives(dataset)
     train, check = dataset.split(held_out) if held_out else (dataset, None)
-    stage = corpus_first_stage(
-        dataset, None if first_stage == "lexical" else get_bi_encoder(bi_encoder), first_stage, analyzer=analyzer
-    )
+    stage = corpus_first_stage(dataset, bi_encoder, first_stage, analyzer=analyzer)
     # A pool as deep as the mining depth, so each epoch draws different negatives; the held-out check keeps
     # num_negatives per query (its pools are fixed, so epochs compare like with like).
     pool_size = max(mining_depth, config.num_negatives)
@@ -134,9 +131,7 @@ def train_bi_encoder_on(
     config = config or BiEncoderTrainingConfig()
     kind = negatives or default_negatives(dataset)
     train, check = dataset.split(held_out) if held_out else (dataset, None)
-    stage = corpus_first_stage(
-        dataset, None if first_stage == "lexical" else get_bi_encoder(base_model), first_stage, analyzer=analyzer
-    )
+    stage = corpus_first_stage(dataset, base_model, first_stage, analyzer=analyzer)
     pools = gather_negatives(
         dataset, stage, kind, pool_size=max(config.hard_negatives_per_query, 3), depth=mining_depth
     )
