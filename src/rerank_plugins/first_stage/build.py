@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins.first_stage.base import DocumentStore
+from rerank_plugins.first_stage.base import DocumentStore, FirstStage
 from rerank_plugins.first_stage.persistence import MANIFEST_FILE, IndexLoadError
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.schema import Document
@@ -55,8 +55,8 @@ def build_first_stage(
 
 def load_first_stage(
     path: str | os.PathLike[str], embedder: BiEncoderBackend | None = None, *, analyzer: Any = None
-) -> DocumentStore:
-    """Load any saved first stage; its manifest says which kind it is."""
+) -> FirstStage:
+    """Load any saved first stage (dense, lexical, hybrid or sharded); its manifest says which kind it is."""
     from rerank_plugins.first_stage.dense import FORMAT_NAME as DENSE
 
     directory = Path(path)
@@ -70,6 +70,10 @@ def load_first_stage(
         return LexicalIndex.load(directory, analyzer=analyzer)
     if embedder is None:
         raise IndexLoadError(f"{directory}: loading a {kind or 'dense'} index needs its embedding model")
+    if kind == "rerank-plugins-sharded" or (kind is None and (directory / "build.json").is_file()):
+        from rerank_plugins.first_stage.sharded import ShardedIndex  # it reports an unfinished build
+
+        return ShardedIndex.load(directory, embedder)
     if kind == "rerank-plugins-hybrid":
         from rerank_plugins.first_stage.hybrid import HybridIndex
 

@@ -257,13 +257,18 @@ class VectorIndex:
                 if not documents:
                     return [[] for _ in queries]
                 selector = _row_selector(allowed_rows)
-            # A document is as good as its best vector: fetch vectors until k distinct documents are found.
+            # A document is as good as its best vector: fetch vectors until k distinct documents are found, and
+            # past every vector tied with the k-th (FAISS picks among ties at the cut by scan history; we pick the
+            # lowest positions, so results do not depend on how the vectors are split into indexes or shards).
             wanted, one_vector_each = min(k, documents), rows == documents
-            fetch = wanted if one_vector_each else min(rows, 2 * wanted)
+            fetch = min(rows, wanted + 1 if one_vector_each else 2 * wanted)
             while True:
                 scores, found_rows = self._search_rows(queries, fetch, selector)
                 results = [self._best_vector_per_document(s, r, wanted) for s, r in zip(scores, found_rows)]
-                if one_vector_each or fetch == rows or all(len(hits) == wanted for hits in results):
+                if fetch == rows or all(
+                    r[-1] < 0 or (len(hits) == wanted and s[-1] < hits[-1][0].score)
+                    for hits, s, r in zip(results, scores, found_rows)
+                ):
                     return results
                 fetch = min(rows, 4 * fetch)
 
@@ -283,18 +288,13 @@ class VectorIndex:
         return self._faiss.search(vectors, k, params=params)
 
     def _best_vector_per_document(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[SearchHit, int]]:
-        hits: list[tuple[SearchHit, int]] = []
-        seen: set[int] = set()
+        """The ``k`` best documents among the fetched vectors, by their best vector; equal scores by position."""
+        best: dict[int, tuple[float, int]] = {}
         for score, row in zip(scores, rows):
-            if row < 0:
-                continue
-            position = int(self._owner[row])
-            if position not in seen:
-                seen.add(position)
-                hits.append((SearchHit(self.documents[position], position, float(score)), int(row)))
-                if len(hits) == k:
-                    break
-        return hits
+            if row >= 0:
+                best.setdefault(int(self._owner[row]), (float(score), int(row)))
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:k]
+        return [(SearchHit(self.documents[position], position, score), row) for position, (score, row) in ranked]
 
     # -- persistence -----------------------------------------------------------------------------------
 
