@@ -167,3 +167,39 @@ def test_cli_adapt_offline_and_bad_input(tmp_path, tiny_bi_path, tiny_cross_path
     assert "empty" in capsys.readouterr().err
     assert main(["adapt", "--corpus", str(corpus), "--output", str(tmp_path / "x"), "--llm", "nocolon"]) == 2
     assert "MODULE:NAME" in capsys.readouterr().err
+
+
+def fake_chat_model():
+    """Imported by `--llm test_adapt:fake_chat_model` below: a LangChain chat model answering without a network."""
+    from langchain_core.language_models import FakeListChatModel
+
+    rng = random.Random(1)
+    return FakeListChatModel(responses=[" ".join(rng.sample(TOPICS, 4)) + f" {i}" for i in range(100)])
+
+
+def test_cli_adapt_with_an_llm_shows_the_cost_and_asks_first(tmp_path, tiny_bi_path, tiny_cross_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in _corpus(20)))
+    common = [
+        "adapt",
+        "--corpus",
+        str(corpus),
+        "--llm",
+        "test_adapt:fake_chat_model",
+        "--first-stage",
+        "lexical",
+        "--time-budget",
+        "5",
+        "--cross-max-length",
+        "64",
+        "--base-model",
+        str(tiny_cross_path),
+    ]
+    assert main([*common, "--output", str(tmp_path / "asked")]) == 2  # no terminal to answer: nothing is called
+    captured = capsys.readouterr()
+    assert "20 LLM calls (0 of 20 documents cached)" in captured.out and "--yes" in captured.err
+    assert not (tmp_path / "asked" / "llm-queries.jsonl").exists()
+    assert main([*common, "--output", str(tmp_path / "out"), "--yes", "--queries-per-document", "1"]) == 0
+    assert len((tmp_path / "out" / "llm-queries.jsonl").read_text().splitlines()) == 20
+    summary = json.loads((tmp_path / "out" / "report.json").read_text())["pseudo_queries"]
+    assert summary["source"] == "llm:langchain:fake-list-chat-model" and summary["queries"] == 20
