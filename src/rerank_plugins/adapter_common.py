@@ -59,8 +59,10 @@ class ModelLoadFields(BaseModel):
     device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     max_length: int | None = Field(default=None, description="Override the model's max sequence length (tokens).")
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off unless you trust it.")
-    runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
-        default="torch", description="'torch', or ONNX Runtime fp32 ('onnx') / int8 ('onnx-int8', quality-guarded)."
+    runtime: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "fast"] = Field(
+        default="torch",
+        description="'torch'; ONNX Runtime fp32 ('onnx') / int8 ('onnx-int8'); OpenVINO fp32 ('openvino') / bf16 "
+        "('openvino-bf16'); 'fast': the fastest of these installed that passes the quality guard.",
     )
 
     def __setattr__(self, name: str, value: Any) -> None:

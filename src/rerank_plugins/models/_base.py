@@ -37,8 +37,10 @@ def _apply_thread_setting() -> None:
             torch.set_num_threads(int(value))
 
 
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
-"""``torch`` (default); ``onnx`` / ``onnx-int8``: ONNX Runtime, fp32 or int8 (see :mod:`rerank_plugins.models.onnx`)."""
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "fast")
+"""``torch`` (default); ``onnx`` / ``onnx-int8``: ONNX Runtime fp32 / int8; ``openvino`` / ``openvino-bf16``:
+OpenVINO fp32 / bf16; ``fast``: the fastest of these that is installed and passes the quality guard
+(:mod:`rerank_plugins.models.runtimes.select`)."""
 
 
 class LazyModelBackend:
@@ -68,6 +70,8 @@ class LazyModelBackend:
         self.revision = revision
         self.device = self.normalize_device(device)
         self.runtime = runtime
+        self.effective_runtime = runtime
+        """The runtime actually used once loaded (what ``runtime="fast"`` chose)."""
         self.trust_remote_code = trust_remote_code
         self._requested_max_length = max_length
         self._path: Path | None = None

@@ -71,21 +71,21 @@ class BiEncoderBackend(LazyModelBackend):
             model.max_seq_length = self._requested_max_length
         model.eval()
         if self.runtime != "torch":
-            from rerank_plugins.models.runtimes.onnx import load_onnx
+            from rerank_plugins.models.runtimes.select import load_runtime
 
             self._pooling, self._normalizes = _onnx_compatible_stack(model, self.model_name)
             transformer = model[0]
-            self._onnx = load_onnx(
+            self._onnx, self.effective_runtime = load_runtime(
                 path,
                 transformer.auto_model,
                 transformer.tokenizer,
                 self.runtime,
-                check=lambda run: self._int8_agreement(model, run),
+                lambda run: self._runtime_agreement(model, run),
             )
         return model
 
-    def _int8_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
-        """Retrieval rankings with int8 embeddings against fp32 torch ones, on the check set."""
+    def _runtime_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
+        """Retrieval rankings with reduced-precision embeddings against fp32 torch ones, on the check set."""
         from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         reference, quantized = [], []

@@ -84,15 +84,15 @@ class CrossEncoderBackend(LazyModelBackend):
             )
         model.eval()
         if self.runtime != "torch":
-            from rerank_plugins.models.runtimes.onnx import load_onnx
+            from rerank_plugins.models.runtimes.select import load_runtime
 
-            self._onnx = load_onnx(
-                path, model.model, model.tokenizer, self.runtime, check=lambda run: self._int8_agreement(model, run)
+            self._onnx, self.effective_runtime = load_runtime(
+                path, model.model, model.tokenizer, self.runtime, lambda run: self._runtime_agreement(model, run)
             )
         return model
 
-    def _int8_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
-        """Rankings of the int8 candidate against this model in fp32 torch, on the check set."""
+    def _runtime_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
+        """Rankings of a reduced-precision candidate against this model in fp32 torch, on the check set."""
         from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         requests = check_set()

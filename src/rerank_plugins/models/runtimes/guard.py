@@ -54,7 +54,8 @@ def require_agreement(report: dict[str, float], what: str) -> None:
         raise QuantizationQualityError(
             f"{what} refused: against fp32 on the check set, top-10 overlap {report['top10_overlap']:.3f} "
             f"(needs >= {MIN_TOP10_OVERLAP}) and Spearman {report['spearman']:.4f} (needs >= {MIN_SPEARMAN}). "
-            "Use runtime='onnx' (fp32) or 'torch' for this model."
+            "Use a fp32 runtime ('torch', 'onnx', 'openvino') for this model, or runtime='fast' to pick the "
+            "fastest one the guard accepts."
         )
 
 

@@ -132,43 +132,94 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
             staging.unlink()
 
 
+def exported_onnx(model_path: Path, hf_model: Any, tokenizer: Any) -> Path:
+    """The cached fp32 ONNX export of ``model_path`` (exported on first use); every runtime starts from it."""
+    directory = export_directory(model_path)
+    fp32 = directory / "model.onnx"
+    if not fp32.exists():
+        logger.warning("Exporting %s to ONNX (once; cached in %s)", model_path, directory)
+        _atomic(fp32, lambda staging: _export(hf_model, tokenizer, staging))
+    return fp32
+
+
+def export_directory(model_path: Path) -> Path:
+    """Where this model's exports and guard reports live (keyed by the model's content)."""
+    directory = cache_root() / "onnx" / model_fingerprint(model_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+Check = Callable[[Callable[[dict[str, np.ndarray]], np.ndarray]], dict[str, float]]
+"""``check(run) -> {"top10_overlap", "spearman", "queries"}``: a candidate runner's rankings against fp32."""
+
+
+def guarded(report_path: Path, recipe: str, measure: Callable[[], dict[str, float]], what: str) -> dict[str, float]:
+    """The guard's measurement for ``recipe`` (cached in ``report_path``), after requiring agreement.
+
+    The measurement, not the verdict, is cached: a refused recipe is refused again at once on the next load
+    (no second quantization), and the thresholds in force are the ones applied.
+    """
+    report = None
+    if report_path.exists():
+        stored = json.loads(report_path.read_text(encoding="utf-8"))
+        report = stored if stored.get("recipe") == recipe else None
+    if report is None:
+        report = {**measure(), "recipe": recipe}
+        _atomic(report_path, lambda staging: staging.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+    require_agreement(report, what)
+    return report
+
+
+def require_package(module: str, runtime: str, extra: str) -> None:
+    """Raise an ImportError naming the extra to install when ``module`` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(
+            f"runtime={runtime!r} needs the {module!r} package, which is not installed: "
+            f"pip install 'rerank-plugins[{extra}]'"
+        )
+
+
+INT8_RECIPE = "ort-dynamic-int8:MatMul:per-channel:ffn-output-fp32"
+
+
 def load_onnx(
     model_path: Path,
     hf_model: Any,
     tokenizer: Any,
     runtime: str,
     *,
-    check: Callable[[Callable[[dict[str, np.ndarray]], np.ndarray]], dict[str, float]] | None = None,
+    check: Check | None = None,
     threads: int | None = None,
 ) -> OnnxModel:
     """The cached ONNX model for ``model_path`` (exported / quantized on first use).
 
-    ``check(run) -> {"top10_overlap", "spearman"}`` measures an int8 runner against fp32; the int8 export is
-    kept only if :func:`~rerank_plugins.models.runtimes.guard.require_agreement` accepts it.
+    The int8 export is kept only if :func:`~rerank_plugins.models.runtimes.guard.require_agreement` accepts
+    ``check``'s measurement of it against fp32.
     """
     if runtime not in ONNX_RUNTIMES:
         raise ValueError(f"runtime must be one of {ONNX_RUNTIMES}, got {runtime!r}")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as error:
-        raise ImportError("runtime='onnx' needs onnxruntime and onnx: pip install 'rerank-plugins[fast]'") from error
-    directory = cache_root() / "onnx" / model_fingerprint(model_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    fp32 = directory / "model.onnx"
-    if not fp32.exists():
-        logger.warning("Exporting %s to ONNX (once; cached in %s)", model_path, directory)
-        _atomic(fp32, lambda staging: _export(hf_model, tokenizer, staging))
+    require_package("onnxruntime", runtime, "fast")
+    require_package("onnx", runtime, "fast")
+    fp32 = exported_onnx(model_path, hf_model, tokenizer)
     if runtime == "onnx":
         return OnnxModel(fp32, threads)
 
+    directory = fp32.parent
     int8 = directory / "model-int8.onnx"
     report_path = directory / "int8-quality.json"
-    if not int8.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    what = f"int8 export of {model_path}"
+    if int8.exists():
+        guarded(report_path, INT8_RECIPE, lambda: _measure(check, OnnxModel(int8, threads)), what)
+        return OnnxModel(int8, threads)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        logger.warning("Quantizing %s to int8 (once; cached in %s)", model_path, directory)
-        staging = directory / f".int8-{uuid.uuid4().hex}.onnx"
-        try:
+    staging = directory / f".int8-{uuid.uuid4().hex}.onnx"
+    try:
+
+        def measure() -> dict[str, float]:
+            logger.warning("Quantizing %s to int8 (once; cached in %s)", model_path, directory)
             quantize_dynamic(
                 str(fp32),
                 str(staging),
@@ -177,15 +228,22 @@ def load_onnx(
                 op_types_to_quantize=["MatMul"],
                 nodes_to_exclude=_outlier_matmuls(fp32),
             )
-            candidate = OnnxModel(staging, threads)
-            report = check(candidate) if check is not None else {"top10_overlap": 1.0, "spearman": 1.0, "queries": 0}
-            require_agreement(report, f"int8 export of {model_path}")
+            return _measure(check, OnnxModel(staging, threads))
+
+        guarded(report_path, INT8_RECIPE, measure, what)
+        if staging.exists():
             os.replace(staging, int8)
-            report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
-        finally:
-            if staging.exists():
-                staging.unlink()
+        elif not int8.exists():  # accepted from a stored report, but the model file is gone: quantize again
+            report_path.unlink()
+            return load_onnx(model_path, hf_model, tokenizer, runtime, check=check, threads=threads)
+    finally:
+        if staging.exists():
+            staging.unlink()
     return OnnxModel(int8, threads)
+
+
+def _measure(check: Check | None, candidate: Callable[[dict[str, np.ndarray]], np.ndarray]) -> dict[str, float]:
+    return check(candidate) if check is not None else {"top10_overlap": 1.0, "spearman": 1.0, "queries": 0}
 
 
 def clear_cache() -> None:

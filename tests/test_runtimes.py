@@ -1,0 +1,132 @@
+"""Every runtime scores like torch fp32 within its stated tolerance; reduced precision is guarded; "fast" falls back."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from rerank_plugins import BiEncoderBackend, CrossEncoderBackend  # noqa: E402
+from rerank_plugins.models.runtimes import guard, onnx, select  # noqa: E402
+
+DOCS = ["cancer gene risk", "heart blood dose " * 5, "brain immune virus", "", "seoul korea city " * 30]
+BF16_TOLERANCE = 3e-2
+"""bf16 keeps 8 mantissa bits (relative error ~2^-8 per product); scores of the tiny model are O(1)."""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_fp32_runtimes_score_like_torch(tiny_cross_path, tiny_bi_path, cache, runtime):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    reference = CrossEncoderBackend(tiny_cross_path).score("cancer risk", DOCS)
+    np.testing.assert_allclose(
+        CrossEncoderBackend(tiny_cross_path, runtime=runtime).score("cancer risk", DOCS), reference, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        BiEncoderBackend(tiny_bi_path, runtime=runtime, cache_size=0).encode_documents(DOCS),
+        BiEncoderBackend(tiny_bi_path, cache_size=0).encode_documents(DOCS),
+        atol=1e-4,
+    )
+
+
+def test_openvino_bf16_scores_like_torch_within_bf16_precision(tiny_cross_path, cache, monkeypatch):
+    pytest.importorskip("openvino")
+    from rerank_plugins.models.runtimes.openvino import OpenVinoModel
+
+    monkeypatch.setattr(guard, "ranking_agreement", lambda ref, cand, k=10: {"top10_overlap": 1, "spearman": 1})
+    backend = CrossEncoderBackend(tiny_cross_path, runtime="openvino-bf16")
+    scores = backend.score("cancer risk", DOCS)
+    assert isinstance(backend._onnx, OpenVinoModel) and backend._onnx.precision == "bf16"
+    reference = CrossEncoderBackend(tiny_cross_path).score("cancer risk", DOCS)
+    np.testing.assert_allclose(scores, reference, atol=BF16_TOLERANCE * max(1.0, np.abs(reference).max()))
+
+
+def _broken_bf16(monkeypatch):
+    from rerank_plugins.models.runtimes.openvino import OpenVinoModel
+
+    real = OpenVinoModel.__call__
+    noise = np.random.default_rng(0)
+
+    def call(self, features):
+        if self.precision == "bf16":  # a deliberately broken reduced-precision model: scores are noise
+            return noise.normal(size=(len(features["input_ids"]), 1)).astype(np.float32)
+        return real(self, features)
+
+    monkeypatch.setattr(OpenVinoModel, "__call__", call)
+
+
+def test_guard_refuses_a_broken_bf16_model_and_remembers_its_measurement(tiny_cross_path, cache, monkeypatch):
+    pytest.importorskip("openvino")
+    _broken_bf16(monkeypatch)
+    with pytest.raises(guard.QuantizationQualityError, match="refused"):
+        CrossEncoderBackend(tiny_cross_path, runtime="openvino-bf16").score("q", ["d"])
+    reports = list(cache.glob("onnx/*/openvino-bf16-quality.json"))
+    assert len(reports) == 1
+    measured = []
+    monkeypatch.setattr(guard, "ranking_agreement", lambda *a, **k: measured.append(1))
+    with pytest.raises(guard.QuantizationQualityError, match="refused"):
+        CrossEncoderBackend(tiny_cross_path, runtime="openvino-bf16").score("q", ["d"])
+    assert not measured, "the stored measurement is reused, not measured again"
+
+
+def test_fast_skips_a_refused_runtime_and_uses_the_next(tiny_cross_path, cache, monkeypatch):
+    pytest.importorskip("openvino")
+    _broken_bf16(monkeypatch)
+    monkeypatch.setattr(select, "fast_candidates", lambda: ["openvino-bf16", "openvino"])
+    backend = CrossEncoderBackend(tiny_cross_path, runtime="fast")
+    scores = backend.score("cancer risk", DOCS)
+    assert backend.effective_runtime == "openvino"
+    np.testing.assert_allclose(scores, CrossEncoderBackend(tiny_cross_path).score("cancer risk", DOCS), atol=1e-4)
+
+
+def test_fast_prefers_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    pytest.importorskip("openvino")
+    from rerank_plugins.models.runtimes import openvino
+
+    monkeypatch.setattr(openvino, "native_bf16", lambda: False)
+    assert select.fast_candidates() == ["onnx-int8", "openvino", "onnx"]
+    monkeypatch.setattr(openvino, "native_bf16", lambda: True)
+    assert select.fast_candidates()[0] == "openvino-bf16"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "module", "extra"),
+    [("openvino", "openvino", "openvino"), ("openvino-bf16", "openvino", "openvino"), ("onnx", "onnxruntime", "fast")],
+)
+def test_a_missing_package_names_the_extra(tiny_cross_path, cache, monkeypatch, runtime, module, extra):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    with pytest.raises(ImportError, match=rf"{module!r} package.*rerank-plugins\[{extra}\]"):
+        CrossEncoderBackend(tiny_cross_path, runtime=runtime).score("q", ["d"])
+
+
+def test_fast_without_any_runtime_package_runs_torch(tiny_cross_path, cache, monkeypatch):
+    real = importlib.util.find_spec
+    missing = {"openvino", "onnxruntime"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    backend = CrossEncoderBackend(tiny_cross_path, runtime="fast")
+    np.testing.assert_array_equal(
+        backend.score("cancer", DOCS), CrossEncoderBackend(tiny_cross_path).score("cancer", DOCS)
+    )
+    assert backend.effective_runtime == "torch" and backend._onnx is None
+
+
+def test_int8_refusal_is_remembered_without_quantizing_again(tiny_cross_path, cache, monkeypatch):
+    monkeypatch.setattr(guard, "ranking_agreement", lambda *a, **k: {"top10_overlap": 0.5, "spearman": 0.5})
+    with pytest.raises(guard.QuantizationQualityError):
+        CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    import onnxruntime.quantization
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", lambda *a, **k: pytest.fail("quantized again"))
+    with pytest.raises(guard.QuantizationQualityError, match="0.500"):
+        CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    assert onnx.INT8_RECIPE in next(cache.glob("onnx/*/int8-quality.json")).read_text()
