@@ -61,6 +61,13 @@ def main() -> None:
     parser.add_argument("--analyzer", default="auto")
     parser.add_argument("--time-budget", type=float, default=1500.0)
     parser.add_argument("--bi-share", type=float, default=0.5)
+    parser.add_argument("--max-documents", type=int, help="make pseudo-queries from a sample of this many documents")
+    parser.add_argument(
+        "--cross-budget",
+        type=float,
+        help="instead of --time-budget: the bi-encoder trains one full epoch, the reranker for this many seconds "
+        "(a wall-clock budget on a shared machine buys fewer steps)",
+    )
     parser.add_argument("--cross-max-length", type=int, default=128)
     parser.add_argument("--first-stage-k", type=int, default=30)
     parser.add_argument("--work", default=None, help="adapt's output DIR (default: runs/adapt-<data name>)")
@@ -72,15 +79,17 @@ def main() -> None:
 
     started = time.perf_counter()
     documents = load_corpus(args.data)
-    pseudo = offline_pseudo_queries(documents, args.strategy, queries_per_document=args.queries_per_document)
+    pseudo = offline_pseudo_queries(
+        documents, args.strategy, queries_per_document=args.queries_per_document, max_documents=args.max_documents
+    )
     generation_s = time.perf_counter() - started
     config = AdaptConfig(
         first_stage=args.first_stage,
         analyzer=args.analyzer,
-        time_budget_s=args.time_budget,
+        time_budget_s=None if args.cross_budget else args.time_budget,
         bi_encoder_share=args.bi_share,
         first_stage_k=args.first_stage_k,
-        cross_encoder=CrossEncoderTrainingConfig(max_length=args.cross_max_length),
+        cross_encoder=CrossEncoderTrainingConfig(max_length=args.cross_max_length, time_budget_s=args.cross_budget),
     )
     report = adapt(pseudo, work, config, say=lambda text: print(text, flush=True))
     adapt_s = time.perf_counter() - started - generation_s

@@ -257,3 +257,14 @@ def test_load_corpus_reads_every_source(tmp_path):
     assert [(d.id, d.text) for d in documents] == [("lc1", "lc text"), ("n1", "node text")]
     with pytest.raises(DataError, match="duplicate"):
         load_corpus([Document(page_content="a", id="same"), Document(page_content="b", id="same")])
+
+
+def test_max_documents_bounds_the_queries_and_leaves_the_rest_of_the_corpus_unchanged():
+    docs = [
+        CorpusDocument(f"d{i}", f"First sentence number {i} here. Second sentence number {i} here.") for i in range(20)
+    ]
+    result = offline_pseudo_queries(docs, "sentence", max_documents=5, seed=1)
+    with_queries = {d for rel in result.dataset.qrels.values() for d in rel}
+    assert len(result.dataset.queries) == 5 and len(with_queries) == 5 and len(result.dataset.corpus) == 20
+    assert all(result.dataset.corpus[d.id] == d.text for d in docs if d.id not in with_queries)
+    assert offline_pseudo_queries(docs, "sentence", max_documents=5, seed=1).dataset.qrels == result.dataset.qrels

@@ -158,12 +158,11 @@ def adapt(
     if uses_dense:
         say(f"[1/3] Fine-tuning the bi-encoder on hard negatives from the {config.first_stage} first stage")
         started = time.perf_counter()
-        bi_config = BiEncoderTrainingConfig(
-            **{
-                **asdict(config.bi_encoder),
-                "time_budget_s": None if budget is None else budget * config.bi_encoder_share,
-            }
-        )
+        bi_config = config.bi_encoder
+        if budget is not None:
+            bi_config = BiEncoderTrainingConfig(
+                **{**asdict(bi_config), "time_budget_s": budget * config.bi_encoder_share}
+            )
         pools = gather_negatives(
             dataset, base_stage, "hard", pool_size=max(bi_config.hard_negatives_per_query, 3), depth=config.mining_depth
         )
@@ -205,12 +204,10 @@ def adapt(
 
     say(f"[2/3] Training the reranker on hard negatives from the {config.first_stage} first stage")
     started = time.perf_counter()
-    cross_config = CrossEncoderTrainingConfig(
-        **{
-            **asdict(config.cross_encoder),
-            "time_budget_s": None if budget is None else budget * (1 - config.bi_encoder_share if uses_dense else 1),
-        }
-    )
+    cross_config = config.cross_encoder
+    if budget is not None:
+        share = 1 - config.bi_encoder_share if uses_dense else 1
+        cross_config = CrossEncoderTrainingConfig(**{**asdict(cross_config), "time_budget_s": budget * share})
     pool_size = max(config.mining_depth, cross_config.num_negatives)
     pools = gather_negatives(dataset, stage, "hard", pool_size=pool_size, depth=config.mining_depth)
     cross_path, log = train_cross_encoder(

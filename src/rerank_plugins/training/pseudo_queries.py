@@ -113,23 +113,33 @@ def offline_pseudo_queries(
     strategy: str = "sentence",
     *,
     queries_per_document: int = 1,
+    max_documents: int | None = None,
     seed: int = 0,
 ) -> PseudoQueries:
     """Pseudo-queries from the text alone (see the module docstring for the strategies).
 
     With ``sentence``, up to ``queries_per_document`` sentences of each passage become queries and are removed
     from it; passages with too few sentences are counted in ``rejected`` ("too short to make a query").
+    ``max_documents``: make queries from a seeded sample of that many documents (all stay in the corpus, the
+    others unchanged), which bounds training time on a large corpus.
     """
     if strategy not in OFFLINE_STRATEGIES:
         raise ValueError(f"strategy must be one of {OFFLINE_STRATEGIES}, got {strategy!r}")
     check_positive_int(queries_per_document, "queries_per_document")
     _check_documents(documents)
+    if max_documents is not None:
+        check_positive_int(max_documents, "max_documents")
     corpus = {d.id: d.full_text for d in documents}
     made: dict[str, tuple[str, str]] = {}  # query id -> (query, document id)
     rejected: Counter[str] = Counter()
     if strategy == "terms":
         idf = _inverse_document_frequencies(documents)
-    for document in documents:
+    chosen = set(
+        random.Random(seed).sample(range(len(documents)), min(max_documents or len(documents), len(documents)))
+    )
+    for position, document in enumerate(documents):
+        if position not in chosen:
+            continue
         if strategy == "sentence":
             queries, rest = _sentence_queries(document, queries_per_document, seed)
             if queries:
