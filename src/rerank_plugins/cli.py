@@ -175,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help="bi-encoder to adapt (default: %(default)s)")
     adapt.add_argument("--base-model", default=DEFAULT_BACKBONE, help="reranker backbone (default: %(default)s)")
     adapt.add_argument("--queries-per-document", type=int, default=1, help="(default: %(default)s)")
+    adapt.add_argument("--max-documents", type=int, help="offline: make queries from a sample of this many documents")
     adapt.add_argument("--prompt-file", help="LLM prompt template with {passage} (and {n}) in it")
     adapt.add_argument("--concurrency", type=int, default=4, help="LLM calls at once (default: %(default)s)")
     adapt.add_argument("--labelled", help="labelled queries to add (any --data format over the same corpus ids)")
@@ -444,7 +445,9 @@ def _adapt(args: argparse.Namespace) -> None:
             raise ValueError("stopped before calling the LLM (pass --yes to skip the question)")
         queries = generator.generate(documents)
     else:
-        queries = offline_pseudo_queries(documents, args.strategy, queries_per_document=args.queries_per_document)
+        queries = offline_pseudo_queries(
+            documents, args.strategy, queries_per_document=args.queries_per_document, max_documents=args.max_documents
+        )
     print(f"Pseudo-queries: {json.dumps(queries.summary())}")
     config = AdaptConfig(
         first_stage=args.first_stage,
