@@ -31,10 +31,10 @@ test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
 
 test-slow: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -m slow
+	$(VENV)/bin/python -m pytest -m "slow or ray"
 
 test-all: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -m "slow or not slow"
+	$(VENV)/bin/python -m pytest -m "slow or ray or not slow"
 
 # Each reproduces a committed results file with the command written at its top (fresh models: runs/ is not reused).
 bench-quality: $(VENV)/.installed

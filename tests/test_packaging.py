@@ -79,3 +79,29 @@ def test_core_imports_without_the_lexical_extra_and_lexical_use_names_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "named the extra" in result.stdout
+
+
+def test_ray_is_imported_only_inside_functions_of_the_distributed_package():
+    pattern = re.compile(r"^(\s*)(from|import)\s+ray\b", re.MULTILINE)
+    found = {str(path.relative_to(PACKAGE)): pattern.findall(path.read_text()) for path in PACKAGE.rglob("*.py")}
+    assert sorted(name for name, hits in found.items() if hits and not name.startswith("distributed/")) == []
+    assert [name for name, hits in found.items() if any(indent == "" for indent, _ in hits)] == []  # lazily
+    assert found["distributed/ray_env.py"]  # the one place that does
+
+
+def test_core_imports_without_ray_and_the_ray_engine_names_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None\n"
+        "import rerank_plugins, rerank_plugins.cli, rerank_plugins.distributed, rerank_plugins.first_stage.sharded\n"
+        "from rerank_plugins.data import demo_data_path\n"
+        "from rerank_plugins.distributed import build_index_ray\n"
+        "try:\n"
+        "    build_index_ray(demo_data_path(), 'unused', 'unused-model')\n"
+        "except ImportError as error:\n"
+        '    assert "rerank-plugins[ray]" in str(error), error\n'
+        "    print('named the extra')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "named the extra"

@@ -94,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
     index.add_argument("--output", required=True, help="index directory to write")
+    index.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: Ray Data embeds with --workers actors and the shards are written here "
+        "(the ray extra) (default: %(default)s)",
+    )
+    index.add_argument("--shards", type=int, help="write a sharded dense index (ray default: one per 1M documents)")
+    index.add_argument("--workers", type=int, default=1, help="ray: embedding actors, one model each (default: 1)")
+    index.add_argument("--threads-per-worker", type=int, help="ray: threads per actor (default: CPUs / workers)")
+    index.add_argument("--address", help="ray: cluster address (default: start Ray on this machine)")
 
     search = commands.add_parser("search", help="query a saved index, optionally reranking")
     search.add_argument("--index", required=True, help="index directory written by `index` (any first stage)")
@@ -221,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     evaluate.add_argument("--embedding-cache", help=CACHE_HELP)
     evaluate.add_argument("--cross-encoder", help="reranker (omit to evaluate the first stage alone)")
+    evaluate.add_argument("--index", help="a saved index (any kind, sharded too) instead of indexing --data's corpus")
     evaluate.add_argument(
         "--first-stage-k", type=int, default=30, help="candidates reranked per query (default: %(default)s)"
     )
@@ -300,6 +312,36 @@ def _corpus_stage(args: argparse.Namespace, dataset: Any) -> Any:
     return stage
 
 
+def _sharded_index(args: argparse.Namespace) -> Any:
+    """A sharded dense index of the corpus, built on Ray or in this process."""
+    if args.first_stage != "dense" or args.split_long_documents or args.embedding_cache:
+        raise ValueError(
+            "sharded indexes are dense, embed documents' beginnings and use no embedding cache: "
+            "drop --first-stage, --split-long-documents and --embedding-cache"
+        )
+    if args.engine == "ray":
+        from rerank_plugins.distributed import build_index_ray
+
+        return build_index_ray(
+            args.data,
+            args.output,
+            args.bi_encoder,
+            shards=args.shards,
+            workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            index_type=args.index_type,
+            address=args.address,
+        )
+    from rerank_plugins.first_stage.sharded import build_sharded_index
+    from rerank_plugins.schema import Document
+
+    corpus = load_dataset(args.data, args.split).corpus
+    documents = [Document(text, doc_id) for doc_id, text in corpus.items()]
+    return build_sharded_index(
+        documents, _bi_encoder(args), args.output, shards=args.shards, index_type=args.index_type
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "quickstart":
         from rerank_plugins.quickstart import run_quickstart
@@ -312,7 +354,12 @@ def _run(args: argparse.Namespace) -> int:
             first_stage=args.first_stage,
             train_bi_encoder=args.train_bi_encoder,
         )
+    elif args.command == "index" and (args.engine == "ray" or args.shards):
+        path = _sharded_index(args)
+        print(f"Indexed {len(load_first_stage(path, _bi_encoder(args)))} documents (dense, sharded) -> {path}")
     elif args.command == "index":
+        if args.address or args.workers != 1 or args.threads_per_worker:
+            raise ValueError("--address, --workers and --threads-per-worker need --engine ray")
         dataset = load_dataset(args.data, args.split)
         path = _corpus_stage(args, dataset).save(args.output)
         print(f"Indexed {len(dataset.corpus)} documents ({args.first_stage}) -> {path}")
@@ -406,7 +453,7 @@ def _run(args: argparse.Namespace) -> int:
         from rerank_plugins.evaluation.report import markdown_table, write_report
 
         dataset = load_dataset(args.data, args.split)
-        stage = _corpus_stage(args, dataset)
+        stage = load_first_stage(args.index, _bi_encoder(args)) if args.index else _corpus_stage(args, dataset)
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
         weight = args.fusion_weight
         if weight == "auto":

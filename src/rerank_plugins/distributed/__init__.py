@@ -1,0 +1,10 @@
+"""Ray jobs: build sharded indexes on a Ray cluster (or this machine), and query shards held by Ray actors.
+
+The only package that imports Ray, and only inside functions (:func:`require_ray`), so ``import rerank_plugins``
+never needs it. Install it with ``pip install 'rerank-plugins[ray]'``.
+"""
+
+from rerank_plugins.distributed.build import build_index_ray
+from rerank_plugins.distributed.ray_env import require_ray
+
+__all__ = ["build_index_ray", "require_ray"]
