@@ -5,9 +5,11 @@ the bi-encoder and trains the reranker under its guard. Then, on the real test q
 the packaged model's dense and configured first stages, the adapted ones, and the adapted reranker alone and
 fused (with the weight ``adapt`` stored). Hybrid dense weights are the ones ``adapt`` tuned on pseudo-queries.
 
-    python bench/adapt.py --data ../shared/data/scifact --out bench/results/adapt-scifact --time-budget 1500
+    python bench/adapt.py --data ../shared/data/scifact --out bench/results/adapt-scifact --max-documents 2500 \
+        --cross-budget 600
     python bench/adapt.py --data ../shared/data/korquad-1.0-dev/KorQuAD_v1.0_dev.json \
-        --out bench/results/adapt-korquad --time-budget 600 --cross-max-length 256
+        --out bench/results/adapt-korquad --max-documents 500 --cross-budget 400 --cross-max-length 256 \
+        --max-test-queries 300
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=1500.0)
     parser.add_argument("--bi-share", type=float, default=0.5)
     parser.add_argument("--max-documents", type=int, help="make pseudo-queries from a sample of this many documents")
+    parser.add_argument("--max-test-queries", type=int, help="evaluate on a seeded sample of the test queries")
     parser.add_argument(
         "--cross-budget",
         type=float,
@@ -95,6 +99,9 @@ def main() -> None:
     adapt_s = time.perf_counter() - started - generation_s
 
     test = load_dataset(args.data, args.split)
+    if args.max_test_queries and args.max_test_queries < len(test.queries):
+        sample = random.Random(0).sample(test.labelled_queries, args.max_test_queries)
+        test = test.subset(sample, f"{test.name}[{args.max_test_queries} sampled]")
     bi = report["bi_encoder"]
     lines = [
         f"# adapt without labels on {test.name}: real test queries, original corpus",
