@@ -101,6 +101,11 @@ def main() -> None:
     parser.add_argument("--speed-queries", type=int, default=8)
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--reuse", action="store_true", help="reuse a student already in --work")
+    parser.add_argument(
+        "--skip-teacher-test",
+        action="store_true",
+        help="do not score the test queries with the teacher (its figures are in bench/results/scifact-hybrid)",
+    )
     parser.add_argument("--out", default="bench/results/distill")
     args = parser.parse_args()
     layers = [int(x) for x in args.layers.split(",")] if "," in args.layers else int(args.layers)
@@ -116,8 +121,9 @@ def main() -> None:
     stage = hybrid_stage(test, work)
     teacher = CrossEncoderBackend(args.teacher, cache_size=0)
 
-    name = args.layers.replace(",", "-")
-    student_dir = work / f"distilled-{name}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
+    name = f"{args.layers.replace(',', '-')}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
+    name += f"-{args.epochs}ep-lr{args.learning_rate:g}" + (f"-budget{args.time_budget:g}" if args.time_budget else "")
+    student_dir = work / f"distilled-{name}"
     start = time.perf_counter()
     if not (args.reuse and (student_dir / "config.json").exists()):
         _, log = distil_cross_encoder(
@@ -149,32 +155,33 @@ def main() -> None:
     teacher_fusion = tune_fusion_weight(held_out, held_ids, held_hits, [g.teacher for g in held_groups])
     student_weight = stored_fusion_weight(student_dir)
 
-    query_ids, hits, _ = first_stage(test, stage, args.depth)
-    start = time.perf_counter()
-    test_groups = teacher_groups(
-        teacher, test, {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}, cache=cache
-    )
-    timings["teacher scores of test (or cache)"] = round(time.perf_counter() - start, 1)
     student = CrossEncoderBackend(str(student_dir), cache_size=0)
+    held_student, _ = rerank_scores(held_out, held_ids, held_hits, student)
+    agreement = [
+        float(np.corrcoef(np.argsort(np.argsort(g.teacher)), np.argsort(np.argsort(s)))[0, 1])
+        for g, s in zip(held_groups, held_student)
+    ]
+
+    query_ids, hits, _ = first_stage(test, stage, args.depth)
     student_scores, seconds = rerank_scores(test, query_ids, hits, student)
     timings["student scores of test"] = round(seconds, 1)
-    teacher_scores = [g.teacher for g in test_groups]
 
     def metrics(scores, weight) -> dict[str, float]:
         return compute_metrics(rankings(query_ids, hits, scores, weight), test.qrels, (1, 10), (args.depth,))
 
     first = compute_metrics({q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}, test.qrels, (1, 10))
-    rows = {
-        "first stage: hybrid (fine-tuned bi-encoder + BM25, w=0.4)": first,
-        "teacher alone (6 layers)": metrics(teacher_scores, None),
-        f"teacher fused (a={teacher_fusion['weight']})": metrics(teacher_scores, teacher_fusion["weight"]),
-        f"student alone ({record['parameters']['layers_kept']})": metrics(student_scores, None),
-        f"student fused (a={student_weight})": metrics(student_scores, student_weight),
-    }
-    agreement = [
-        float(np.corrcoef(np.argsort(np.argsort(t)), np.argsort(np.argsort(s)))[0, 1])
-        for t, s in zip(teacher_scores, student_scores)
-    ]
+    rows = {"first stage: hybrid (fine-tuned bi-encoder + BM25, w=0.4)": first}
+    if not args.skip_teacher_test:
+        start = time.perf_counter()
+        test_groups = teacher_groups(
+            teacher, test, {q: [h.document.id for h in row] for q, row in zip(query_ids, hits)}, cache=cache
+        )
+        timings["teacher scores of test (or cache)"] = round(time.perf_counter() - start, 1)
+        teacher_scores = [g.teacher for g in test_groups]
+        rows["teacher alone (6 layers)"] = metrics(teacher_scores, None)
+        rows[f"teacher fused (a={teacher_fusion['weight']})"] = metrics(teacher_scores, teacher_fusion["weight"])
+    rows[f"student alone ({record['parameters']['layers_kept']})"] = metrics(student_scores, None)
+    rows[f"student fused (a={student_weight})"] = metrics(student_scores, student_weight)
 
     requests = [(test.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids, hits)]
     requests = requests[: args.speed_queries]
@@ -201,8 +208,14 @@ def main() -> None:
         f"{record['training']['planned_steps']}, stopped by time budget: "
         f"{record['training']['stopped_by_time_budget']}); held-out scores: {json.dumps(record['scores'])}\n\n"
         + "\n".join(table)
-        + f"\n\nStudent vs teacher on test: Spearman of the 30 candidates' scores per query, mean "
-        f"{np.mean(agreement):.3f} (median {np.median(agreement):.3f}).\n\n"
+        + (
+            "\n\nTeacher on test not re-scored in this run (`--skip-teacher-test`, CPU time): the same teacher, "
+            "first stage (hb) and test queries are in bench/results/scifact-hybrid/quality.md."
+            if args.skip_teacher_test
+            else ""
+        )
+        + f"\n\nStudent vs teacher on the {len(held_ids)} held-out train queries: Spearman of the top-{args.depth} "
+        f"candidates' scores per query, mean {np.mean(agreement):.3f} (median {np.median(agreement):.3f}).\n\n"
         f"Fusion weights tuned on the {len(held_ids)} held-out train queries: teacher "
         f"{json.dumps(teacher_fusion['ndcg@10_by_weight'])}; student "
         f"{json.dumps(record['fusion']['ndcg@10_by_weight'])}\n\n"
