@@ -16,14 +16,14 @@ import pytest
 from conftest import WORDS
 from rerank_plugins import get_bi_encoder
 from rerank_plugins.data import beir_document_text
-from rerank_plugins.first_stage import FaissIndex, load_first_stage
-from rerank_plugins.first_stage.sharded import ShardedIndex, ShardedIndexWriter
+from rerank_plugins.first_stage import FaissIndex, IndexLoadError, load_first_stage
+from rerank_plugins.first_stage.sharded import ShardedIndex, ShardedIndexWriter, build_sharded_index
 from rerank_plugins.schema import Document
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-from rerank_plugins.distributed import build_index_ray  # noqa: E402 - needs ray
+from rerank_plugins.distributed import RayShardedIndex, build_index_ray  # noqa: E402 - needs ray
 
 QUERIES = ["cancer gene risk", "seoul korea city", "heart blood dose", "dense vector index rerank", "the of and"]
 
@@ -132,3 +132,23 @@ def test_bad_input_is_refused_before_any_embedding(tiny_bi_path, tmp_path):
     (tmp_path / "notes.txt").write_text("not a corpus")
     with pytest.raises(ValueError, match="expected a BEIR folder"):
         build_index_ray(tmp_path / "notes.txt", tmp_path / "d", tiny_bi_path)
+
+
+def test_shards_held_by_ray_actors_answer_like_the_threaded_fan_out(tiny_bi_path, tmp_path):
+    embedder = get_bi_encoder(tiny_bi_path)
+    documents = [Document(beir_document_text(row), row["_id"]) for row in _rows(60)]
+    path = build_sharded_index(documents, embedder, tmp_path / "idx", shards=5)
+    threaded = ShardedIndex.load(path, embedder)
+    remote = RayShardedIndex(path, embedder, actors=2)
+    try:
+        assert len(remote) == 60 and remote.describe()["shards"] == 5
+        for k in (1, 7, 60):
+            got = [[(h.document.id, h.position, h.score) for h in q] for q in remote.search_batch(QUERIES, k)]
+            assert got == [[(h.document.id, h.position, h.score) for h in q] for q in threaded.search_batch(QUERIES, k)]
+    finally:
+        remote.close()
+    data = bytearray((path / "shard-00003" / "index.faiss").read_bytes())
+    data[-1] ^= 0x01
+    (path / "shard-00003" / "index.faiss").write_bytes(bytes(data))
+    with pytest.raises(IndexLoadError, match="shard-00003"):
+        RayShardedIndex(path, embedder, actors=2)

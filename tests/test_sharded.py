@@ -180,3 +180,20 @@ def test_a_dense_index_cuts_and_orders_equal_scores_by_position(tiny_bi_path):
         assert hits == sorted(hits, key=lambda hit: (-hit[2], hit[1]))
     for k in range(1, 12):
         assert _hits(index, queries, k) == [hits[:k] for hits in everything]
+
+
+def test_cli_writes_searches_and_evaluates_a_sharded_index(tiny_bi_path, tmp_path, capsys):
+    from rerank_plugins.cli import main
+    from rerank_plugins.data import demo_data_path, load_dataset
+
+    data, output = str(demo_data_path()), str(tmp_path / "idx")
+    assert main(["index", "--shards", "3", "--data", data, "--bi-encoder", str(tiny_bi_path), "--output", output]) == 0
+    corpus = load_dataset(data, "test").corpus
+    assert f"Indexed {len(corpus)} documents (dense, sharded)" in capsys.readouterr().out
+    assert main(["search", "--index", output, "--query", "cancer risk", "--bi-encoder", str(tiny_bi_path)]) == 0
+    assert "1. cosine" in capsys.readouterr().out
+    report = str(tmp_path / "report.json")
+    args = ["evaluate", "--index", output, "--data", data, "--bi-encoder", str(tiny_bi_path), "--output", report]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["first_stage"]["shards"] == 3
+    assert main(["index", "--workers", "2", "--data", data, "--output", str(tmp_path / "x")]) == 2  # needs ray

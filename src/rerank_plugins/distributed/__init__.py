@@ -6,5 +6,6 @@ never needs it. Install it with ``pip install 'rerank-plugins[ray]'``.
 
 from rerank_plugins.distributed.build import build_index_ray
 from rerank_plugins.distributed.ray_env import require_ray
+from rerank_plugins.distributed.search import RayShardedIndex
 
-__all__ = ["build_index_ray", "require_ray"]
+__all__ = ["RayShardedIndex", "build_index_ray", "require_ray"]

@@ -156,7 +156,10 @@ class VectorIndex:
         if self._dimension is not None and matrix.shape[1] != self._dimension:
             raise ValueError(f"{name} have {matrix.shape[1]} dimensions; this index holds {self._dimension}")
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12))
+        # Rows already of unit length (within float32 rounding) stay as they are: dividing again would move their
+        # last bits, so vectors read back from an index (shards, a rebuild) would no longer score identically.
+        unit = np.abs(norms - 1.0) <= 1e-6
+        return np.ascontiguousarray(np.where(unit, matrix, matrix / np.maximum(norms, 1e-12)))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the documents with these ids (their vectors too); returns how many were removed."""

@@ -41,7 +41,7 @@ from numpy.typing import ArrayLike
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.first_stage.base import FirstStage, check_search_args
 from rerank_plugins.first_stage.dense import INDEX_TYPES as DENSE_INDEX_TYPES
-from rerank_plugins.first_stage.dense import PROBE_TEXT, FaissIndex, VectorIndex
+from rerank_plugins.first_stage.dense import PROBE_MIN_COSINE, PROBE_TEXT, FaissIndex, VectorIndex
 from rerank_plugins.first_stage.persistence import (
     MANIFEST_FILE,
     IndexLoadError,
@@ -188,13 +188,7 @@ class ShardedIndex(FirstStage):
         foreign shard and an embedder other than the one the index was built with. ``options``: shard search
         settings (``ef_search``, ``nprobe``)."""
         directory = Path(path)
-        if not (directory / MANIFEST_FILE).is_file() and (directory / PLAN_FILE).is_file():
-            raise IndexLoadError(
-                f"{directory} is an unfinished sharded build (no {MANIFEST_FILE}); run the build again"
-            )
-        manifest = read_manifest(directory, FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEYS)
-        names = [shard["name"] for shard in manifest["shards"]]
-        verify_files(directory, manifest, [f"{name}/{MANIFEST_FILE}" for name in names])
+        manifest = read_sharded_manifest(directory, embedder)
         shards = []
         for number, entry in enumerate(manifest["shards"]):
             shard = FaissIndex.load(directory / entry["name"], embedder, batch_size=batch_size, **options)
@@ -210,6 +204,36 @@ class ShardedIndex(FirstStage):
             return cls(shards, threads=threads, batch_size=batch_size)
         except ValueError as error:
             raise IndexLoadError(f"{directory}: {error}") from None
+
+
+def read_sharded_manifest(path: str | os.PathLike[str], embedder: BiEncoderBackend) -> dict[str, Any]:
+    """The manifest of a finished sharded index, after checking each shard's manifest against its checksum and
+    ``embedder`` against the model the index was built with (dimension, probe embedding); before any shard is read.
+    """
+    directory = Path(path)
+    if not (directory / MANIFEST_FILE).is_file() and (directory / PLAN_FILE).is_file():
+        raise IndexLoadError(f"{directory} is an unfinished sharded build (no {MANIFEST_FILE}); run the build again")
+    manifest = read_manifest(directory, FORMAT_NAME, FORMAT_VERSION, (*MANIFEST_KEYS, "probe"))
+    verify_files(directory, manifest, [f"{shard['name']}/{MANIFEST_FILE}" for shard in manifest["shards"]])
+    built_with = manifest["embedding_model"]
+    if manifest["embedding_dimension"] != embedder.dimension:
+        raise IndexLoadError(
+            f"{directory} was built with {built_with!r} ({manifest['embedding_dimension']} dimensions); the "
+            f"embedding model given, {embedder.model_name!r}, has {embedder.dimension}"
+        )
+    stored, current = (_unit(v) for v in (manifest["probe"]["vector"], embedder.encode_documents([PROBE_TEXT])[0]))
+    cosine = float(stored @ current)
+    if cosine < PROBE_MIN_COSINE:
+        raise IndexLoadError(
+            f"{directory} was built with embedding model {built_with!r}; the model given, {embedder.model_name!r}, "
+            f"embeds differently (probe cosine {cosine:.3f}). Rebuild the index or use that model."
+        )
+    return manifest
+
+
+def _unit(vector: ArrayLike) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 class ShardedIndexWriter:
