@@ -9,7 +9,7 @@ fused (with the weight ``adapt`` stored). Hybrid dense weights are the ones ``ad
         --cross-budget 600
     python bench/adapt.py --data ../shared/data/korquad-1.0-dev/KorQuAD_v1.0_dev.json \
         --out bench/results/adapt-korquad --max-documents 500 --cross-budget 400 --cross-max-length 256 \
-        --max-test-queries 300
+        --max-test-queries 300 --bi-batch-size 16
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.adapt import AdaptConfig, adapt
+from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig
 from rerank_plugins.training.mining import corpus_first_stage
 from rerank_plugins.training.pseudo_queries import offline_pseudo_queries
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--max-documents", type=int, help="make pseudo-queries from a sample of this many documents")
     parser.add_argument("--max-test-queries", type=int, help="evaluate on a seeded sample of the test queries")
     parser.add_argument(
+        "--bi-batch-size", type=int, default=32, help="pairs per bi-encoder step (memory grows with it)"
+    )
+    parser.add_argument(
         "--cross-budget",
         type=float,
         help="instead of --time-budget: the bi-encoder trains one full epoch, the reranker for this many seconds "
@@ -93,6 +97,7 @@ def main() -> None:
         time_budget_s=None if args.cross_budget else args.time_budget,
         bi_encoder_share=args.bi_share,
         first_stage_k=args.first_stage_k,
+        bi_encoder=BiEncoderTrainingConfig(batch_size=args.bi_batch_size),
         cross_encoder=CrossEncoderTrainingConfig(max_length=args.cross_max_length, time_budget_s=args.cross_budget),
     )
     report = adapt(pseudo, work, config, say=lambda text: print(text, flush=True))
