@@ -99,7 +99,7 @@ def main() -> None:
     )
     parser.add_argument("--queries-per-batch", type=int, default=4)
     parser.add_argument("--speed-queries", type=int, default=8)
-    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--speed-rounds", type=int, default=3, help="0: no speed measurement")
     parser.add_argument("--reuse", action="store_true", help="reuse a student already in --work")
     parser.add_argument(
         "--skip-teacher-test",
@@ -186,7 +186,7 @@ def main() -> None:
     requests = [(test.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids, hits)]
     requests = requests[: args.speed_queries]
     load_speed = os.getloadavg()
-    timing = speed(args.teacher, str(student_dir), requests, args.speed_rounds)
+    timing = speed(args.teacher, str(student_dir), requests, args.speed_rounds) if args.speed_rounds else {}
 
     table = ["| pipeline (SciFact test, top-30) | nDCG@10 | hit@1 | hit@10 |", "|---|---|---|---|"]
     table += [f"| {k} | {m['ndcg@10']:.4f} | {m['hit@1']:.4f} | {m['hit@10']:.4f} |" for k, m in rows.items()]
