@@ -307,3 +307,35 @@ def test_schedule_is_replanned_to_fit_the_time_budget():
     )
     assert log.stopped_by_time_budget and log.budgeted_steps is not None and log.budgeted_steps < 1000
     assert lrs[-1] < 0.5 * max(lrs), "the learning rate decays within the budget"
+
+
+def test_schedule_follows_a_step_time_that_changes_during_training():
+    """Steps that get 4x faster after a slow start: the plan grows, so no step runs at a learning rate of zero
+    before the budget ends (a plan made once, from the first steps, wasted the rest of the run at rate 0)."""
+    import time as _time
+
+    import torch
+
+    from rerank_plugins.training._loop import optimise
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    groups = [{"params": [weight], "lr": 0.1}]
+    lrs = []
+
+    def step(_):
+        _time.sleep(0.02 if len(lrs) < 10 else 0.005)
+        lrs.append(groups[0]["lr"])
+        return (weight - 1).pow(2).sum()
+
+    log = optimise(
+        torch.nn.Linear(1, 1),
+        groups,
+        lambda epoch: list(range(1000)),
+        step,
+        epochs=1,
+        time_budget_s=0.6,
+        show_progress=False,
+    )
+    assert log.stopped_by_time_budget and log.steps > 60
+    zero_rate_steps = sum(1 for lr in lrs if lr == 0)
+    assert zero_rate_steps <= 5, f"{zero_rate_steps} of {log.steps} steps ran at a learning rate of zero"

@@ -88,13 +88,15 @@ def optimise(
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
             log.steps += 1
-            if time_budget_s is not None and log.steps == BUDGET_PROBE_STEPS:
-                # Re-plan the learning-rate schedule so it decays to zero when the budget runs out.
-                reachable = int(time_budget_s / ((time.perf_counter() - start) / log.steps))
-                if reachable < plan["total"]:
-                    plan["total"] = max(reachable, log.steps + 1)
-                    plan["warmup"] = max(1, min(plan["warmup"], int(plan["total"] * warmup_ratio)))
-                    log.budgeted_steps = plan["total"]
+            if time_budget_s is not None and log.steps % BUDGET_PROBE_STEPS == 0:
+                # Re-plan the learning-rate schedule so it decays to zero when the budget runs out. Every few steps,
+                # not once: on a shared machine the step time drifts, and a plan made from the first steps alone
+                # either stops mid-schedule or spends its last steps at a learning rate of zero.
+                elapsed = time.perf_counter() - start
+                reachable = log.steps + int(max(0.0, time_budget_s - elapsed) / (elapsed / log.steps))
+                plan["total"] = min(total, max(reachable, log.steps + 1))
+                plan["warmup"] = max(1, min(int(total * warmup_ratio), int(plan["total"] * warmup_ratio)))
+                log.budgeted_steps = plan["total"] if plan["total"] < total else None
             progress.update(1)
             progress.set_postfix(loss=f"{running:.4f}")
             if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
