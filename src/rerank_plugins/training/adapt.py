@@ -38,7 +38,7 @@ from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig, train_cross_encoder
 from rerank_plugins.training.mining import corpus_first_stage
 from rerank_plugins.training.pseudo_queries import PseudoQueries
-from rerank_plugins.training.recipes import _record, gather_negatives, record_fusion_weight
+from rerank_plugins.training.recipes import gather_negatives, record_fusion_weight, record_training_info
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,9 @@ def adapt(
         eval_data=held_out,
         eval_negatives={q: pools[q][: cross_config.num_negatives] for q in held_out.queries},
     )
-    _record(cross_path, "negatives", {"kind": "hard", "first_stage": stage.describe(), "depth": config.mining_depth})
+    record_training_info(
+        cross_path, "negatives", {"kind": "hard", "first_stage": stage.describe(), "depth": config.mining_depth}
+    )
     fusion = record_fusion_weight(cross_path, held_out, stage, depth=config.first_stage_k)
     timings["cross_encoder_training_s"] = log.seconds
     timings["cross_encoder_total_s"] = time.perf_counter() - started

@@ -38,7 +38,7 @@ from rerank_plugins.models.lru import text_digest
 from rerank_plugins.models.resolve import model_fingerprint
 from rerank_plugins.training._loop import TrainingLog, optimise
 from rerank_plugins.training.model_card import write_model_card
-from rerank_plugins.training.recipes import _record, record_fusion_weight
+from rerank_plugins.training.recipes import record_fusion_weight, record_training_info
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,9 @@ def distil_cross_encoder(
         training=asdict(log),
         scores=scores,
     )
-    _record(output, "distillation", {"teacher": teacher.model_name, "layers_kept": keep, "loss": "listwise KL"})
+    record_training_info(
+        output, "distillation", {"teacher": teacher.model_name, "layers_kept": keep, "loss": "listwise KL"}
+    )
     labelled_check = dataset.subset([q for q in held if q in dataset.qrels])
     if isinstance(candidates, FirstStage) and labelled_check.queries:
         record_fusion_weight(output, labelled_check, candidates, depth=first_stage_k)

@@ -88,7 +88,7 @@ def train_cross_encoder_on(
         eval_data=check,
         eval_negatives={q: pools[q][: config.num_negatives] for q in check.queries} if check else None,
     )
-    _record(path, "negatives", {"kind": kind, "first_stage": stage.describe(), "depth": mining_depth})
+    record_training_info(path, "negatives", {"kind": kind, "first_stage": stage.describe(), "depth": mining_depth})
     if check is not None:
         record_fusion_weight(path, check, stage, depth=mining_depth)
     return path, log
@@ -102,7 +102,7 @@ def record_fusion_weight(
     query_ids, hits, _ = first_stage(held_out, stage, depth)
     scores, _ = rerank_scores(held_out, query_ids, hits, CrossEncoderBackend(model_path), show_progress=False)
     fusion = {**tune_fusion_weight(held_out, query_ids, hits, scores), "first_stage": stage.describe(), "depth": depth}
-    _record(model_path, "fusion", fusion)
+    record_training_info(model_path, "fusion", fusion)
     with (Path(model_path) / "README.md").open("a", encoding="utf-8") as card:
         card.write(
             f"\n## Fusion with the first stage\nOn {fusion['queries']} held-out queries (first stage "
@@ -144,11 +144,11 @@ def train_bi_encoder_on(
         eval_data=check,
         eval_negatives={q: pools[q] for q in check.queries} if check else None,
     )
-    _record(path, "negatives", {"kind": kind, "first_stage": stage.describe(), "depth": mining_depth})
+    record_training_info(path, "negatives", {"kind": kind, "first_stage": stage.describe(), "depth": mining_depth})
     return path, log
 
 
-def _record(model_path: str | os.PathLike[str], key: str, value: Any) -> None:
+def record_training_info(model_path: str | os.PathLike[str], key: str, value: Any) -> None:
     """Add ``key`` to the training record saved with the model."""
     info_path = Path(model_path) / TRAINING_INFO
     info = json.loads(info_path.read_text(encoding="utf-8"))
