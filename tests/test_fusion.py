@@ -151,3 +151,16 @@ def test_fusion_tuning_keeps_the_first_stage_unless_the_gain_is_clear():
     strong = tune_fusion_weight(*_tuning_case(60, reranker_knows=4.0))
     assert strong["weight"] > 0.5 and strong["gain_over_first_stage"] > strong["standard_error"]
     assert strong["ndcg@10_by_weight"][str(strong["weight"])] == max(strong["ndcg@10_by_weight"].values())
+
+
+def test_fusion_tuning_results_are_plain_json():
+    """A weight picked straight from the sweep was a numpy float, and `weight > 0` a numpy bool that the JSON
+    report could not write (an adapt run lost its report to it)."""
+    import json
+
+    from rerank_plugins.evaluation.evaluate import tune_fusion_weight
+
+    worse = tune_fusion_weight(*_tuning_case(30, reranker_knows=-4.0))  # the reranker buries the answer: a = 0 wins
+    assert worse["weight"] == 0.0 and "standard_error" not in worse
+    assert type(worse["weight"]) is float and type(worse["weight"] > 0) is bool
+    json.dumps({**worse, "kept": worse["weight"] > 0})

@@ -22,7 +22,7 @@ from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.schema import SearchHit
 
 QUERIES_PER_RERANK_CALL = 16
-FUSION_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
+FUSION_WEIGHTS = tuple(round(float(w), 2) for w in np.linspace(0, 1, 11))  # plain floats: reports are JSON
 
 
 def first_stage(dataset: RetrievalDataset, stage: FirstStage, k: int) -> tuple[list[str], list[list[SearchHit]], float]:

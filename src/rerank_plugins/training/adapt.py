@@ -225,7 +225,7 @@ def adapt(
     fusion = record_fusion_weight(cross_path, held_out, stage, depth=config.first_stage_k)
     timings["cross_encoder_training_s"] = log.seconds
     timings["cross_encoder_total_s"] = time.perf_counter() - started
-    kept = fusion["weight"] > 0
+    kept = bool(fusion["weight"] > 0)
     report["cross_encoder"] = {"kept": kept, "steps": log.steps, "fusion": fusion}
     if kept:
         say(f"      kept: fusion weight {fusion['weight']} tuned on held-out queries")
