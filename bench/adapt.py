@@ -55,6 +55,27 @@ def stage_like(test, model: str, described: dict, analyzer: str):
     return stage
 
 
+def reused_report(dataset, work: Path, config: AdaptConfig) -> dict:
+    """What adapt reports, rebuilt from the models it left in ``work`` (same split, same tuning, same guard)."""
+    from rerank_plugins.fusion import TRAINING_INFO
+    from rerank_plugins.training.adapt import _guard, _ranking, _split, _stage
+
+    train, held_out = _split(dataset, config.held_out)
+    base = _stage(dataset, config.base_bi_encoder, train, config)
+    adapted = _stage(dataset, str(work / "bi-encoder"), train, config)
+    k = config.first_stage_k
+    guard = _guard(held_out, _ranking(held_out, base, k), _ranking(held_out, adapted, k))
+    fusion = json.loads((work / "cross-encoder" / TRAINING_INFO).read_text(encoding="utf-8"))["fusion"]
+    return {
+        "reused": str(work),
+        "queries": {"train": len(train.queries), "held_out": len(held_out.queries)},
+        "bi_encoder": {**guard, "base_first_stage": base.describe(), "first_stage": adapted.describe()},
+        "cross_encoder": {"kept": bool(fusion["weight"] > 0), "fusion": fusion},
+        "first_stage": adapted.describe(),
+        "timings_s": {},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -80,6 +101,11 @@ def main() -> None:
     parser.add_argument("--first-stage-k", type=int, default=30)
     parser.add_argument("--work", default=None, help="adapt's output DIR (default: runs/adapt-<data name>)")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="models already in --work from an adapt run: rebuild its first stages and guard, then evaluate",
+    )
     args = parser.parse_args()
     work = Path(args.work or f"runs/adapt-{Path(args.data).name.split('.')[0]}")
     out = Path(args.out)
@@ -100,7 +126,10 @@ def main() -> None:
         bi_encoder=BiEncoderTrainingConfig(batch_size=args.bi_batch_size),
         cross_encoder=CrossEncoderTrainingConfig(max_length=args.cross_max_length, time_budget_s=args.cross_budget),
     )
-    report = adapt(pseudo, work, config, say=lambda text: print(text, flush=True))
+    if args.reuse:
+        report = reused_report(pseudo.dataset, work, config)
+    else:
+        report = adapt(pseudo, work, config, say=lambda text: print(text, flush=True))
     adapt_s = time.perf_counter() - started - generation_s
 
     test = load_dataset(args.data, args.split)

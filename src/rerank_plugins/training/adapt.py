@@ -166,15 +166,15 @@ def adapt(
         pools = gather_negatives(
             dataset, base_stage, "hard", pool_size=max(bi_config.hard_negatives_per_query, 3), depth=config.mining_depth
         )
-        candidate, log = train_bi_encoder(
+        trained, log = train_bi_encoder(
             train,
-            output / "bi-encoder.candidate",
+            bi_path,
             base_model=config.base_bi_encoder,
             config=bi_config,
             hard_negatives=pools,
         )
         timings["bi_encoder_training_s"] = log.seconds
-        adapted_stage = _stage(dataset, str(candidate), train, config)
+        adapted_stage = _stage(dataset, str(trained), train, config)
         guard = _guard(
             held_out,
             _ranking(held_out, base_stage, config.first_stage_k),
@@ -188,11 +188,9 @@ def adapt(
             "first_stage": adapted_stage.describe(),
         }
         if guard["kept"]:
-            _replace(candidate, bi_path)
             stage = adapted_stage
             say(f"      kept: held-out nDCG@10 {guard['base_ndcg@10']:.4f} -> {guard['adapted_ndcg@10']:.4f}")
         else:
-            shutil.rmtree(candidate)
             _write_base_bi_encoder(config.base_bi_encoder, bi_path, guard)
             say(
                 f"      refused (gain {guard['gain']:+.4f} <= one standard error {guard['standard_error']:.4f}): "
@@ -251,12 +249,6 @@ def adapt(
     written = write_report(report, output / "report.json")
     _append_guard_markdown(written["markdown"], report)
     return report
-
-
-def _replace(source: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    source.rename(target)
 
 
 def _write_base_bi_encoder(base_model: str, target: Path, guard: dict[str, Any]) -> None:
