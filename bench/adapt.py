@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import describe_machine
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.data.corpus import load_corpus
@@ -141,8 +142,8 @@ def main() -> None:
         f"# adapt without labels on {test.name}: real test queries, original corpus",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, {os.cpu_count()} "
-        "cores, no GPU, shared with other jobs (times are from a loaded machine)",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {describe_machine()}, shared with other jobs "
+        "(times are from a loaded machine)",
         "",
         f"Pseudo-queries ({args.strategy}): {json.dumps(pseudo.summary())}; generated in {generation_s:.1f} s.",
         f"adapt: {report['queries']['train']} training / {report['queries']['held_out']} held-out pseudo-queries, "

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from _machine import describe_machine
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.evaluation.evaluate import first_stage, rankings, rerank_scores, tune_fusion_weight
@@ -200,7 +201,7 @@ def main() -> None:
     text = (
         f"# Distilled reranker on SciFact\n\ncommand: `python {' '.join(sys.argv)}`  \n"
         f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: 2-core AMD EPYC (no GPU), {platform.platform()}; shared with 2-3 other agents working at the "
+        f"machine: {describe_machine()}, {platform.platform()}; shared with 2-3 other agents working at the "
         f"same time: load average {load_before[0]:.2f} at start, {load_speed[0]:.2f} before the speed rounds; "
         f"`uptime` at the end: {uptime}\n\n"
         f"Teacher: `{args.teacher}`. Student: `{student_dir}`, layers kept {record['parameters']['layers_kept']}, "

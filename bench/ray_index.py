@@ -20,7 +20,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import describe_machine
 
 from rerank_plugins import get_bi_encoder  # noqa: E402
 from rerank_plugins.data import beir_document_text, load_beir  # noqa: E402
@@ -87,7 +88,7 @@ def main() -> None:
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Date: {subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}",
-        f"Machine: {platform.machine()}, {cpus} CPU cores (2-core AMD EPYC, no GPU), shared with other agents' jobs; "
+        f"Machine: {describe_machine()} ({cpus} CPUs given to Ray), shared with other agents' jobs; "
         f"ray {ray.__version__}, model {MODEL} (packaged), max length 256, batch 32",
         f"Load average before: {os.getloadavg()}",
         "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import faiss  # noqa: E402
+from _machine import describe_machine
 
 from rerank_plugins import get_bi_encoder  # noqa: E402
 from rerank_plugins.first_stage import FaissIndex  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Date: {subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (2-core AMD EPYC, AVX2, no GPU), shared with other "
+        f"Machine: {describe_machine()}, shared with other "
         f"agents' jobs; faiss {faiss.__version__}, 1 FAISS thread; load average before: {os.getloadavg()}",
         "",
         f"{n:,} random unit vectors, {DIMENSION} dimensions, k = 10.",
