@@ -59,9 +59,9 @@ def stage_like(test, model: str, described: dict, analyzer: str):
 def reused_report(dataset, work: Path, config: AdaptConfig) -> dict:
     """What adapt reports, rebuilt from the models it left in ``work`` (same split, same tuning, same guard)."""
     from rerank_plugins.fusion import TRAINING_INFO
-    from rerank_plugins.training.adapt import _guard, _ranking, _split, _stage
+    from rerank_plugins.training.adapt import _fit_reranker, _guard, _ranking, _split, _stage
 
-    train, held_out = _split(dataset, config.held_out)
+    train, held_out = _split(_fit_reranker(dataset, config)[0], config.held_out)
     base = _stage(dataset, config.base_bi_encoder, train, config)
     adapted = _stage(dataset, str(work / "bi-encoder"), train, config)
     k = config.first_stage_k

@@ -85,7 +85,10 @@ def test_adapt_writes_the_contracted_layout_and_reports_the_guard(tmp_path, tiny
     assert SentenceTransformer(str(out / "bi-encoder")).encode(["cancer"]).shape == (1, 32)
     assert CrossEncoder(str(out / "cross-encoder")).predict([("cancer", "cancer risk")]).shape == (1,)
     saved = json.loads((out / "report.json").read_text())
-    assert saved["queries"] == {"train": 28, "held_out": 12} and saved["pseudo_queries"]["queries"] == 40
+    assert (
+        saved["queries"] == {"train": 28, "held_out": 12, "too_long_for_reranker": 0}
+        and saved["pseudo_queries"]["queries"] == 40
+    )
     bi = saved["bi_encoder"]
     assert bi["kept"] == (bi["gain"] > bi["standard_error"]) and bi["queries"] == 12
     if bi["kept"]:  # the recorded first stage names the directory the model is in
@@ -204,3 +207,24 @@ def test_cli_adapt_with_an_llm_shows_the_cost_and_asks_first(tmp_path, tiny_bi_p
     assert len((tmp_path / "out" / "llm-queries.jsonl").read_text().splitlines()) == 20
     summary = json.loads((tmp_path / "out" / "report.json").read_text())["pseudo_queries"]
     assert summary["source"] == "llm:langchain:fake-list-chat-model" and summary["queries"] == 20
+
+
+def test_queries_too_long_for_the_reranker_are_left_out_and_counted(tiny_bi_path, tiny_cross_path, tmp_path):
+    """A long Korean sentence is hundreds of tokens: it cannot train a 256-token reranker (the tokenizer raised a
+    cryptic truncation error mid-training); adapt leaves such queries out and says how many."""
+    from rerank_plugins.training.adapt import _fit_reranker
+    from rerank_plugins.training.cross_encoder import train_cross_encoder
+
+    documents = [*_corpus(10), CorpusDocument("long", "gene " * 49 + "gene. " + "cells " * 49 + "cells.")]
+    pseudo = offline_pseudo_queries(documents, "sentence").dataset
+    config = _config(tiny_bi_path, tiny_cross_path, 1e-3)
+    fitted, dropped = _fit_reranker(pseudo, config)
+    assert dropped == 1 and "long#sentence0" not in fitted.queries and len(fitted.queries) == 10
+    with pytest.raises(ValueError, match="1 queries leave fewer than 16 of max_length=64"):
+        train_cross_encoder(
+            pseudo,
+            {q: ["d0"] for q in pseudo.queries},
+            tmp_path / "x",
+            base_model=str(tiny_cross_path),
+            config=config.cross_encoder,
+        )

@@ -35,7 +35,12 @@ from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
-from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE, CrossEncoderTrainingConfig, train_cross_encoder
+from rerank_plugins.training.cross_encoder import (
+    DEFAULT_BACKBONE,
+    CrossEncoderTrainingConfig,
+    queries_too_long,
+    train_cross_encoder,
+)
 from rerank_plugins.training.mining import corpus_first_stage
 from rerank_plugins.training.pseudo_queries import PseudoQueries
 from rerank_plugins.training.recipes import gather_negatives, record_fusion_weight, record_training_info
@@ -95,6 +100,25 @@ def _split(dataset: RetrievalDataset, fraction: float, seed: int = 0) -> tuple[R
     return dataset.subset(ids[cut:], f"{dataset.name}[train]"), dataset.subset(ids[:cut], f"{dataset.name}[held-out]")
 
 
+def _fit_reranker(dataset: RetrievalDataset, config: AdaptConfig) -> tuple[RetrievalDataset, int]:
+    """Drop queries too long for the reranker's max length (a long Korean sentence can be hundreds of tokens);
+    returns the data set and how many were dropped (reported, never silent)."""
+    from transformers import AutoTokenizer
+
+    from rerank_plugins.models.resolve import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.base_cross_encoder))
+    too_long = set(queries_too_long(tokenizer, dataset.queries, config.cross_encoder.max_length))
+    if too_long:
+        logger.warning(
+            "%d queries are too long for the reranker's %d tokens: left out",
+            len(too_long),
+            config.cross_encoder.max_length,
+        )
+        dataset = dataset.subset([q for q in dataset.queries if q not in too_long])
+    return dataset, len(too_long)
+
+
 def _guard(held_out: RetrievalDataset, base: dict[str, list[str]], adapted: dict[str, list[str]]) -> dict[str, Any]:
     """Keep the adapted side only if its mean per-query nDCG@10 gain exceeds one standard error."""
     query_ids = held_out.labelled_queries
@@ -139,10 +163,12 @@ def adapt(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     pseudo = queries.dataset if isinstance(queries, PseudoQueries) else queries
-    dataset = combine(pseudo, labelled)
+    dataset, too_long = _fit_reranker(combine(pseudo, labelled), config)
     train, held_out = _split(dataset, config.held_out)
     timings: dict[str, float] = {}
-    report: dict[str, Any] = {"queries": {"train": len(train.queries), "held_out": len(held_out.queries)}}
+    report: dict[str, Any] = {
+        "queries": {"train": len(train.queries), "held_out": len(held_out.queries), "too_long_for_reranker": too_long}
+    }
     if isinstance(queries, PseudoQueries):
         report["pseudo_queries"] = queries.summary()
     say(

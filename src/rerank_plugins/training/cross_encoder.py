@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.data import RetrievalDataset
+from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS
 from rerank_plugins.models.resolve import resolve_model_path
 from rerank_plugins.training._loop import TrainingLog, optimise
 from rerank_plugins.training.heldout import pool_mrr
@@ -68,6 +69,15 @@ def _groups(
     return groups
 
 
+def queries_too_long(tokenizer: Any, queries: dict[str, str], max_length: int) -> list[str]:
+    """Ids of queries that leave fewer than ``MIN_DOCUMENT_TOKENS`` tokens of ``max_length`` for a document."""
+    if not queries:
+        return []
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+    lengths = tokenizer(list(queries.values()), add_special_tokens=False, return_length=True)["length"]
+    return [query_id for query_id, length in zip(queries, lengths) if length > budget]
+
+
 def train_cross_encoder(
     train: RetrievalDataset,
     negatives: dict[str, list[str]],
@@ -87,6 +97,12 @@ def train_cross_encoder(
     torch.manual_seed(config.seed)
     base_path = resolve_model_path(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
+    too_long = queries_too_long(tokenizer, train.queries, config.max_length)
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} queries leave fewer than {MIN_DOCUMENT_TOKENS} of max_length={config.max_length} "
+            f"tokens for the document (queries are never truncated), e.g. {too_long[:3]}: shorten or drop them"
+        )
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
     logger.info("cross-encoder initialised from %s with a new scoring head", base_model)
     groups = _groups(train, negatives, config.num_negatives, config.seed)
