@@ -113,6 +113,20 @@ def test_adapt_refuses_models_that_learned_nothing(tmp_path, tiny_bi_path, tiny_
     np.testing.assert_allclose(written, base, rtol=1e-5)
 
 
+def test_a_refused_bi_encoder_is_not_served_from_memory_afterwards(tmp_path, tiny_bi_path, tiny_cross_path):
+    """The refused model was loaded from DIR/bi-encoder before the base replaced it there: the shared registry
+    must not hand the refused one out for that path (a benchmark evaluated the refused model that way)."""
+    from rerank_plugins.models.registry import get_bi_encoder
+
+    config = _config(tiny_bi_path, tiny_cross_path, 0.5, first_stage="dense")  # a rate that wrecks the model
+    report = adapt(offline_pseudo_queries(_corpus(), "sentence"), tmp_path / "out", config, say=lambda _: None)
+    assert not report["bi_encoder"]["kept"]
+    served = get_bi_encoder(tmp_path / "out" / "bi-encoder").encode_documents(["cancer risk"])
+    np.testing.assert_allclose(
+        served, get_bi_encoder(tiny_bi_path).encode_documents(["cancer risk"]), rtol=1e-5, atol=1e-6
+    )
+
+
 def _translated_corpus(n: int = 50, seed: int = 0) -> list[CorpusDocument]:
     """Two sentences per document saying the same in two vocabularies (cells<->protein, gene<->cancer, ...):
     a sentence shares no word with the rest of its passage, so only a model that learns the pairs can match them."""

@@ -85,6 +85,14 @@ def get_cross_encoder(
     )
 
 
+def forget(model: str | os.PathLike[str]) -> None:
+    """Drop the shared instances of ``model`` (every kind and option): its files on disk were replaced."""
+    path = str(resolve_model_path(model))
+    with _lock:
+        for key in [k for k in _instances if k[1] == path]:
+            del _instances[key]
+
+
 def clear_registry() -> None:
     """Forget every shared instance (tests, or freeing memory); adapters holding one keep it."""
     with _lock:

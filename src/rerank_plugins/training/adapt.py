@@ -34,6 +34,7 @@ from rerank_plugins.evaluation.report import write_report
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.registry import forget
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
 from rerank_plugins.training.cross_encoder import (
     DEFAULT_BACKBONE,
@@ -286,6 +287,7 @@ def _write_base_bi_encoder(base_model: str, target: Path, guard: dict[str, Any])
     if target.exists():
         shutil.rmtree(target)
     SentenceTransformer(str(resolve_model_path(base_model)), device="cpu", local_files_only=True).save(str(target))
+    forget(target)  # the refused model was loaded from this path: nobody in this process may get it again
     _note(target, f"Not adapted: this is the base model `{base_model}` ({json.dumps(guard)}).")
 
 
