@@ -9,7 +9,6 @@ on a cluster).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.distributed.ray_env import require_ray, start_ray
-from rerank_plugins.first_stage.base import FirstStage, check_search_args
+from rerank_plugins.first_stage.base import FirstStage, QueryVectorSearch
 from rerank_plugins.first_stage.dense import VectorIndex
 from rerank_plugins.first_stage.persistence import IndexLoadError
 from rerank_plugins.first_stage.sharded import merge_hits, read_sharded_manifest
@@ -38,7 +37,7 @@ class ShardServer:
         return [shard.search_vectors(vectors, k) for shard in self.shards]
 
 
-class RayShardedIndex(FirstStage):
+class RayShardedIndex(QueryVectorSearch, FirstStage):
     """A sharded index searched by ``actors`` Ray actors (default one per shard), shards dealt out in turn.
 
     ``address``: the Ray cluster (``None``: the running Ray, or one started on this machine). Call
@@ -81,19 +80,6 @@ class RayShardedIndex(FirstStage):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "dense", "embedding_model": self.embedder.model_name, "shards": sum(map(len, self._offsets))}
-
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        return self.search_vectors(self.embedder.encode_queries(queries, batch_size=self.batch_size), k)
-
-    async def asearch_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        vectors = await self.embedder.aencode_queries(queries, batch_size=self.batch_size)
-        return await asyncio.to_thread(self.search_vectors, vectors, k)
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[SearchHit]]:
         """Send the vectors to every actor at once, then merge each query's hits over all shards."""

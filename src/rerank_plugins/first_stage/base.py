@@ -89,6 +89,34 @@ class DocumentStore(FirstStage):
         return len(self.documents)
 
 
+class QueryVectorSearch:
+    """``search_batch`` / ``asearch_batch`` for stages that embed the queries, then search by vector.
+
+    The class provides ``embedder``, ``batch_size``, ``__len__`` and ``search_vectors(vectors, k)``; dense, sharded
+    and Ray-sharded indexes share this one query path (an empty index answers without embedding anything).
+    """
+
+    embedder: Any
+    batch_size: int
+
+    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
+        """The ``k`` documents most similar to each query, best first; queries are encoded together."""
+        queries = check_search_args(queries, k)
+        if not queries or not len(self):  # type: ignore[arg-type]
+            return [[] for _ in queries]
+        return self.search_vectors(  # type: ignore[attr-defined]
+            self.embedder.encode_queries(queries, batch_size=self.batch_size), k
+        )
+
+    async def asearch_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
+        """Query encoding is micro-batched with concurrent callers; the search runs in a worker thread."""
+        queries = check_search_args(queries, k)
+        if not queries or not len(self):  # type: ignore[arg-type]
+            return [[] for _ in queries]
+        vectors = await self.embedder.aencode_queries(queries, batch_size=self.batch_size)
+        return await asyncio.to_thread(self.search_vectors, vectors, k)  # type: ignore[attr-defined]
+
+
 def check_search_args(queries: Sequence[str], k: int) -> list[str]:
     """Validated, cleaned queries for :meth:`FirstStage.search_batch` (one wording for every stage)."""
     check_positive_int(k, "k")

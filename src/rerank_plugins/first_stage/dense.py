@@ -12,7 +12,6 @@ checksums, and a probe embedding that identifies the model). Nothing is pickled.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from rerank_plugins._validation import check_non_negative_int, check_positive_int, check_texts
-from rerank_plugins.first_stage.base import DocumentStore, check_new_ids, check_search_args
+from rerank_plugins.first_stage.base import DocumentStore, QueryVectorSearch, check_new_ids
 from rerank_plugins.first_stage.persistence import (
     DOCUMENTS_FILE,
     IndexLoadError,
@@ -467,7 +466,7 @@ def _check_probe(directory: Path, manifest: dict[str, Any], current: np.ndarray,
         )
 
 
-class FaissIndex(VectorIndex, DocumentStore):
+class FaissIndex(QueryVectorSearch, VectorIndex, DocumentStore):
     """Cosine-similarity search over documents embedded by a :class:`BiEncoderBackend`.
 
     Index types and deletion are those of :class:`VectorIndex`.
@@ -573,24 +572,6 @@ class FaissIndex(VectorIndex, DocumentStore):
         return vectors, owners
 
     # -- searching -------------------------------------------------------------------------------------
-
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        """The ``k`` documents most similar to each query, best first; queries are encoded together."""
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        if not self.documents:
-            return [[] for _ in queries]
-        vectors = self.embedder.encode_queries(queries, batch_size=self.batch_size)
-        return self.search_vectors(vectors, k)
-
-    async def asearch_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        """Query encoding is micro-batched with concurrent callers; the search runs in a worker thread."""
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        vectors = await self.embedder.aencode_queries(queries, batch_size=self.batch_size)
-        return await asyncio.to_thread(self.search_vectors, vectors, k)
 
     # -- persistence -----------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ half-written shard is never mistaken for one.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -39,7 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from rerank_plugins._validation import check_positive_int
-from rerank_plugins.first_stage.base import FirstStage, check_search_args
+from rerank_plugins.first_stage.base import FirstStage, QueryVectorSearch
 from rerank_plugins.first_stage.dense import INDEX_TYPES as DENSE_INDEX_TYPES
 from rerank_plugins.first_stage.dense import PROBE_MIN_COSINE, PROBE_TEXT, FaissIndex, VectorIndex
 from rerank_plugins.first_stage.persistence import (
@@ -99,7 +98,7 @@ def merge_hits(per_shard: Sequence[Sequence[SearchHit]], offsets: Sequence[int],
     return sorted(hits, key=lambda hit: (-hit.score, hit.position))[:k]
 
 
-class ShardedIndex(FirstStage):
+class ShardedIndex(QueryVectorSearch, FirstStage):
     """Dense search over shards (each a :class:`FaissIndex` sharing one embedder), merged exactly.
 
     Queries are embedded once; every shard is searched in a thread (``threads``, default one per shard up to
@@ -147,21 +146,6 @@ class ShardedIndex(FirstStage):
             "shards": len(self.shards),
             "documents": len(self),
         }
-
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        """The ``k`` documents most similar to each query over all shards, best first."""
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        return self.search_vectors(self.embedder.encode_queries(queries, batch_size=self.batch_size), k)
-
-    async def asearch_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        """Query encoding is micro-batched with concurrent callers; the fan-out runs in a worker thread."""
-        queries = check_search_args(queries, k)
-        if not queries:
-            return []
-        vectors = await self.embedder.aencode_queries(queries, batch_size=self.batch_size)
-        return await asyncio.to_thread(self.search_vectors, vectors, k)
 
     def search_vectors(self, vectors: ArrayLike, k: int) -> list[list[SearchHit]]:
         """Fan the query vectors out to every shard, then merge each query's hits."""
