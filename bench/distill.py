@@ -3,13 +3,15 @@
 The teacher is the 6-layer reranker bench/quality.py trained on SciFact train (max length 128); the first stage is
 that run's fine-tuned hybrid (`--pipelines hb`: fine-tuned bi-encoder + English BM25, dense weight 0.4). The student
 keeps ``--layers`` of the teacher's layers and learns the teacher's scores on the hybrid's top-``--distil-depth`` (16:
-the CPU budget of a shared 2-core machine) for SciFact *train* queries (no labels used); the same 10% of train queries
+the CPU budget of a 2-core machine) for SciFact *train* queries (no labels used) and, with ``--corpus-queries``, for
+offline pseudo-queries made from every abstract (a sentence taken out of it, its title); the same 10% of train queries
 the teacher was held out from tune both fusion weights at the test depth (top-30).
 Then on SciFact *test* (top-30): nDCG@10 of the first stage, teacher and student alone and fused; and p50/p95 per
 query for 30 candidates: sentence-transformers ``CrossEncoder(teacher).predict`` vs our backend with the teacher and
-with the student (torch, onnx), interleaved round by round in one run.
+with the student (torch, onnx, fast), interleaved round by round in one run.
 
-    python bench/distill.py --layers 2 --time-budget 1500 --out bench/results/distill
+    python bench/distill.py --layers 2 --corpus-queries sentence,title --teacher-runtime fast --bf16 \
+        --out bench/results/distill
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from _machine import describe_machine
 
 from rerank_plugins.data import load_dataset
+from rerank_plugins.data.corpus import load_corpus
 from rerank_plugins.evaluation.evaluate import first_stage, rankings, rerank_scores, tune_fusion_weight
 from rerank_plugins.evaluation.metrics import compute_metrics
 from rerank_plugins.first_stage import FaissIndex
@@ -40,6 +43,7 @@ from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.distill import DistillationConfig, distil_cross_encoder, teacher_groups
 from rerank_plugins.training.mining import corpus_first_stage
+from rerank_plugins.training.pseudo_queries import offline_pseudo_queries
 from rerank_plugins.training.recipes import record_fusion_weight
 
 TEACHER = "runs/bench/cross-encoder-hard-listwise-fine-tuned-2ep-128-resampled-mined-hybrid"
@@ -68,6 +72,8 @@ def speed(teacher: str, student: str, requests: list[tuple[str, list[str]]], rou
         "ours torch, teacher (6 layers)": CrossEncoderBackend(teacher, cache_size=0).score,
         "ours torch, student": CrossEncoderBackend(student, cache_size=0).score,
         "ours onnx, student": CrossEncoderBackend(student, cache_size=0, runtime="onnx").score,
+        "ours fast, teacher (6 layers)": CrossEncoderBackend(teacher, cache_size=0, runtime="fast").score,
+        "ours fast, student": CrossEncoderBackend(student, cache_size=0, runtime="fast").score,
     }
     for score in scorers.values():  # load, export, warm up
         score(*requests[0])
@@ -99,6 +105,13 @@ def main() -> None:
         "--distil-depth", type=int, default=16, help="candidates per train query the teacher scores for the student"
     )
     parser.add_argument("--queries-per-batch", type=int, default=4)
+    parser.add_argument(
+        "--corpus-queries", help="comma-separated offline pseudo-query strategies over the corpus to distil on as well"
+    )
+    parser.add_argument(
+        "--teacher-runtime", default="torch", help="runtime scoring the student's targets (evaluation: always torch)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="train the student in bfloat16 autocast")
     parser.add_argument("--speed-queries", type=int, default=8)
     parser.add_argument("--speed-rounds", type=int, default=3, help="0: no speed measurement")
     parser.add_argument("--reuse", action="store_true", help="reuse a student already in --work")
@@ -124,21 +137,29 @@ def main() -> None:
 
     name = f"{args.layers.replace(',', '-')}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
     name += f"-{args.epochs}ep-lr{args.learning_rate:g}" + (f"-budget{args.time_budget:g}" if args.time_budget else "")
+    if args.corpus_queries:
+        name += f"-plus-{args.corpus_queries.replace(',', '-')}"
     student_dir = work / f"distilled-{name}"
     start = time.perf_counter()
     if not (args.reuse and (student_dir / "config.json").exists()):
+        documents = load_corpus(args.data)  # BEIR folder: titles kept apart from the text
+        more = [offline_pseudo_queries(documents, s).dataset for s in (args.corpus_queries or "").split(",") if s]
+        for extra in more:
+            print(f"{extra.name}: {len(extra.queries)} queries", flush=True)
         _, log = distil_cross_encoder(
-            teacher,
+            CrossEncoderBackend(args.teacher, cache_size=0, runtime=args.teacher_runtime),
             train_all,
             student_dir,
             candidates=stage,
             layers=layers,
             first_stage_k=args.distil_depth,
+            more_queries=more,
             config=DistillationConfig(
                 epochs=args.epochs,
                 queries_per_batch=args.queries_per_batch,
                 learning_rate=args.learning_rate,
                 time_budget_s=args.time_budget,
+                bf16=args.bf16,
             ),
             teacher_cache=cache,
         )
@@ -201,8 +222,8 @@ def main() -> None:
     text = (
         f"# Distilled reranker on SciFact\n\ncommand: `python {' '.join(sys.argv)}`  \n"
         f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {describe_machine()}, {platform.platform()}; shared with 2-3 other agents working at the "
-        f"same time: load average {load_before[0]:.2f} at start, {load_speed[0]:.2f} before the speed rounds; "
+        f"machine: {describe_machine()}, {platform.platform()}; load average {load_before[0]:.2f} at start, "
+        f"{load_speed[0]:.2f} before the speed rounds; "
         f"`uptime` at the end: {uptime}\n\n"
         f"Teacher: `{args.teacher}`. Student: `{student_dir}`, layers kept {record['parameters']['layers_kept']}, "
         f"{record['training']['steps']} steps in {record['training']['seconds']:.0f} s (planned "

@@ -16,8 +16,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from rerank_plugins.data import RetrievalDataset, from_pairs
+from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.schema import Document, SearchHit
 from rerank_plugins.training import DistillationConfig, distil_cross_encoder
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
 from rerank_plugins.training.distill import kept_layers, teacher_groups, truncated_student
@@ -66,6 +68,19 @@ def agreement(student: Path, teacher: Path, data: RetrievalDataset, candidates: 
     ours = CrossEncoderBackend(student, cache_size=0).score_batch(requests)
     theirs = CrossEncoderBackend(teacher, cache_size=0).score_batch(requests)
     return float(np.mean([spearmanr(a, b).statistic for a, b in zip(ours, theirs)]))
+
+
+class ListedCandidates(FirstStage):
+    """A first stage returning given document ids for each query text, so a test controls what gets scored."""
+
+    def __init__(self, corpus: dict[str, str], by_query: dict[str, list[str]]) -> None:
+        self.corpus, self.by_query = corpus, by_query
+
+    def search_batch(self, queries, k=10):
+        return [
+            [SearchHit(Document(self.corpus[d], d), i, -float(i)) for i, d in enumerate(self.by_query[q][:k])]
+            for q in queries
+        ]
 
 
 def save_untrained_student(teacher: Path, directory: Path, layers) -> Path:
@@ -121,7 +136,8 @@ def test_student_is_the_teacher_with_the_kept_layers(tiny_cross_path):
         assert (teacher[source] == tensor).all(), name
 
 
-def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path, bf16):
     train, train_negatives = topic_data(240, seed=3)
     check, check_negatives = topic_data(40, seed=4)
     check_candidates = candidates_of(check, check_negatives)
@@ -133,7 +149,7 @@ def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path
         tmp_path / "student",
         candidates=candidates_of(train, train_negatives),
         layers=[0],
-        config=DistillationConfig(epochs=2, queries_per_batch=8, learning_rate=2e-3),
+        config=DistillationConfig(epochs=2, queries_per_batch=8, learning_rate=2e-3, bf16=bf16),
         show_progress=False,
     )
     after = agreement(path, teacher, check, check_candidates)
@@ -144,6 +160,39 @@ def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path
     assert scores["held_out_kl_to_teacher_after"] < scores["held_out_kl_to_teacher_before"] / 5
     assert card["distillation"]["layers_kept"] == [0] and "fusion" not in card  # no labels: nothing to tune on
     assert log.steps == 2 * 27  # 216 training queries (24 held out) in batches of 8, two epochs
+
+
+def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path, tmp_path):
+    """Pseudo-queries take a sentence out of their passage: the teacher must score the passage without it."""
+    data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
+    more = RetrievalDataset({d: f"{t} (other view)" for d, t in data.corpus.items()}, {"m1": "lung cancer"}, {})
+    by_query = {q: list(data.corpus) for q in [*data.queries.values(), "lung cancer"]}
+    teacher = CrossEncoderBackend(tiny_cross_path, cache_size=0)
+    seen = []
+    original = teacher.score_batch
+    teacher.score_batch = lambda requests, **kw: seen.extend(requests) or original(requests, **kw)
+    path, log = distil_cross_encoder(
+        teacher,
+        data,
+        tmp_path / "s",
+        candidates=ListedCandidates(data.corpus, by_query),
+        layers=1,
+        held_out=0.5,
+        more_queries=[more],
+        config=DistillationConfig(epochs=1, queries_per_batch=1),
+        show_progress=False,
+    )
+    assert ("lung cancer", [f"{t} (other view)" for t in data.corpus.values()]) in seen
+    assert log.steps == 2  # one labelled training query + the more query; the other labelled one is held out
+    with pytest.raises(TypeError, match="FirstStage"):
+        distil_cross_encoder(
+            teacher,
+            data,
+            tmp_path / "t",
+            candidates={q: list(data.corpus) for q in data.queries},
+            layers=1,
+            more_queries=more,
+        )
 
 
 def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_path, tiny_bi_path, tmp_path, capsys):
@@ -175,10 +224,19 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
             "1",
             "--held-out",
             "0.2",
+            "--corpus-queries",
+            "terms",
+            "--teacher-runtime",
+            "onnx",
+            "--bf16",
         ]
     )
     assert code == 0, capsys.readouterr().err
     assert "Student saved to" in capsys.readouterr().out
+    card = json.loads((output / "rerank_plugins_training.json").read_text())
+    assert card["parameters"]["bf16"] is True
+    assert "pseudo-queries (terms)" in card["data"] and card["data"].count("queries x") == 1
+    assert card["training"]["steps"] > 24 / 16  # 24 labelled training queries plus the corpus's pseudo-queries
     assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == 1
     assert stored_fusion_weight(output) is not None  # tuned on the labelled held-out queries: "auto" works
     assert "Fusion with the first stage" in (output / "README.md").read_text()

@@ -7,11 +7,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.first_stage import FIRST_STAGES, load_first_stage
 from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.models import RUNTIMES, CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
 from rerank_plugins.training.pseudo_queries import OFFLINE_STRATEGIES
@@ -224,6 +226,21 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
     distill.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     distill.add_argument("--teacher-cache", help="SQLite file keeping the teacher's scores across runs")
+    distill.add_argument(
+        "--teacher-runtime",
+        default="torch",
+        choices=RUNTIMES,
+        help="runtime scoring the teacher's targets ('fast': the fastest one its quality guard accepts)",
+    )
+    distill.add_argument(
+        "--corpus-queries",
+        choices=OFFLINE_STRATEGIES,
+        help="also learn from offline pseudo-queries made from every document of the corpus (a sentence, the "
+        "title or salient terms): a small student needs many more queries than a data set's labelled ones",
+    )
+    distill.add_argument(
+        "--bf16", action="store_true", help="train in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX)"
+    )
 
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
     _add_data(evaluate, "test")
@@ -434,16 +451,26 @@ def _run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             max_length=args.max_length,
             time_budget_s=args.time_budget,
+            bf16=args.bf16,
         )
         dataset = load_dataset(args.data, args.split)
+        more = []
+        if args.corpus_queries:
+            from rerank_plugins.data.corpus import load_corpus
+            from rerank_plugins.training.pseudo_queries import offline_pseudo_queries
+
+            # A BEIR folder keeps titles apart from the text (the title strategy needs them).
+            documents = load_corpus(args.data if Path(args.data).is_dir() else dataset.corpus)
+            more.append(offline_pseudo_queries(documents, args.corpus_queries).dataset)
         path, log = distil_cross_encoder(
-            args.teacher,
+            CrossEncoderBackend(args.teacher, cache_size=0, max_length=args.max_length, runtime=args.teacher_runtime),
             dataset,
             args.output,
             candidates=_corpus_stage(args, dataset),
             layers=args.layers,
             first_stage_k=args.first_stage_k,
             held_out=args.held_out,
+            more_queries=more,
             config=config,
             teacher_cache=args.teacher_cache,
         )

@@ -1,6 +1,6 @@
 """Model backends: the only place that touches sentence-transformers, transformers and torch."""
 
-from rerank_plugins.models._base import set_num_threads
+from rerank_plugins.models._base import RUNTIMES, set_num_threads
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.registry import clear_registry, get_bi_encoder, get_cross_encoder
@@ -10,6 +10,7 @@ __all__ = [
     "BiEncoderBackend",
     "CrossEncoderBackend",
     "ModelNotFoundError",
+    "RUNTIMES",
     "clear_registry",
     "get_bi_encoder",
     "get_cross_encoder",

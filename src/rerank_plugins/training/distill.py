@@ -57,6 +57,9 @@ class DistillationConfig:
     max_length: int | None = None
     """Tokens per pair for teacher and student; ``None``: the teacher's own max length."""
     time_budget_s: float | None = None
+    bf16: bool = False
+    """Run the student's forward pass in bfloat16 autocast (weights and optimiser stay fp32): about 1.5x faster
+    training on CPUs that compute bf16 natively (AVX-512 BF16, AMX); slower where they do not."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -162,6 +165,8 @@ def teacher_groups(
     store = None
     if cache is not None:
         namespace = f"teacher-scores:{model_fingerprint(teacher.path)}:{teacher.max_length}"
+        if teacher.effective_runtime != "torch":  # reduced precision scores differ a little: kept apart
+            namespace += f":{teacher.effective_runtime}"
         store = DiskEmbeddingCache(cache, namespace, dimension=1, max_entries=10_000_000)
     groups = []
     with tqdm(total=len(requests), desc="Teacher scores", unit="query", disable=not show_progress) as progress:
@@ -237,6 +242,7 @@ def distil_cross_encoder(
     layers: int | Sequence[int] = 2,
     first_stage_k: int = 30,
     held_out: float = 0.1,
+    more_queries: RetrievalDataset | Sequence[RetrievalDataset] = (),
     config: DistillationConfig | None = None,
     teacher_cache: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
@@ -247,6 +253,10 @@ def distil_cross_encoder(
     mapping of query id to document ids. Only queries and corpus are used for training, never labels. A
     ``held_out`` fraction of the queries measures agreement with the teacher after each epoch (the best epoch is
     kept) and, when they are labelled and ``candidates`` is a first stage, tunes the stored fusion weight.
+    ``more_queries``: data sets of more queries to learn from, with their own view of the corpus, never held out:
+    :func:`~rerank_plugins.training.pseudo_queries.offline_pseudo_queries` over the same documents, since a small
+    student needs many more queries than a data set's labelled ones (its labels are unused too). Their candidates
+    come from ``candidates``, which must then be a first stage.
     The result is a normal cross-encoder directory (our backends, the CLI, sentence-transformers ``CrossEncoder``).
     """
     import torch
@@ -256,6 +266,9 @@ def distil_cross_encoder(
     check_positive_int(first_stage_k, "first_stage_k")
     if not dataset.queries:
         raise ValueError(f"{dataset.name} has no queries to distil on")
+    more_queries = [more_queries] if isinstance(more_queries, RetrievalDataset) else list(more_queries)
+    if more_queries and not isinstance(candidates, FirstStage):
+        raise TypeError("more_queries needs candidates to be a FirstStage: it finds their candidates")
     if not isinstance(teacher, CrossEncoderBackend):
         teacher = CrossEncoderBackend(teacher, cache_size=0, max_length=config.max_length)
     student, keep = truncated_student(teacher.path, layers)  # checks ``layers`` before any scoring
@@ -268,6 +281,9 @@ def distil_cross_encoder(
     held = _held_out_ids(dataset, held_out, config.seed)
     train = [g for g in groups if g.query_id not in held]
     check = [g for g in groups if g.query_id in held]
+    for more in more_queries:
+        pool = _candidates(more, candidates, first_stage_k)
+        train += teacher_groups(teacher, more, pool, cache=teacher_cache, show_progress=show_progress)
     if not train:
         raise ValueError(f"no query of {dataset.name} has 2 or more candidates to learn an order from")
 
@@ -280,7 +296,8 @@ def distil_cross_encoder(
             padding=True,
             return_tensors="pt",
         )
-        logits = student(**features).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16 and student.training):
+            logits = student(**features).logits.float()
         return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
 
     def group_losses(batch: Sequence[Group], scores: Any) -> Any:
@@ -332,8 +349,8 @@ def distil_cross_encoder(
         output,
         kind="cross-encoder",
         base_model=teacher.model_name,
-        data=f"{dataset.name}: {len(train)} queries x up to {first_stage_k} candidates ({source}), scored by the "
-        f"teacher (labels unused); {len(check)} held out",
+        data=f"{' + '.join(d.name for d in [dataset, *more_queries])}: {len(train)} queries "
+        f"x up to {first_stage_k} candidates ({source}), scored by the teacher (labels unused); {len(check)} held out",
         parameters={**asdict(config), "max_length": max_length, "layers_kept": keep, "teacher": teacher.model_name},
         training=asdict(log),
         scores=scores,
