@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="bench/results/query_latency.md")
     args = parser.parse_args()
-    from langchain_huggingface import HuggingFaceEmbeddings  # benchmark-only peer: pip install -e ".[bench]"
+    # Benchmark-only peer, not in the bench extra (it pins huggingface-hub<2): use a throwaway virtualenv.
+    from langchain_huggingface import HuggingFaceEmbeddings
     from sentence_transformers import SentenceTransformer
 
     queries = list(load_beir(demo_data_path(), "test").queries.values())[: args.queries]
