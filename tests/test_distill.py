@@ -259,6 +259,24 @@ def test_teacher_scores_come_from_the_cache_on_a_second_run(tiny_cross_path, tmp
         assert np.allclose(a.teacher, original([(a.query, a.documents)])[0], atol=1e-6)
 
 
+def test_teacher_scores_of_another_runtime_are_not_served_from_the_cache(tiny_cross_path, tmp_path):
+    """A reduced-precision teacher gives slightly different targets: it must not reuse (or poison) fp32 ones."""
+    data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
+    candidates = {q: list(data.corpus) for q in data.queries}
+    cache = tmp_path / "scores.sqlite"
+    teacher_groups(
+        CrossEncoderBackend(tiny_cross_path, cache_size=0), data, candidates, cache=cache, show_progress=False
+    )
+    onnx = CrossEncoderBackend(tiny_cross_path, cache_size=0, runtime="onnx")
+    calls = []
+    original = onnx.score_batch
+    onnx.score_batch = lambda requests, **kw: calls.append(requests) or original(requests, **kw)
+    teacher_groups(onnx, data, candidates, cache=cache, show_progress=False)
+    assert len(calls) == 1
+    teacher_groups(onnx, data, candidates, cache=cache, show_progress=False)
+    assert len(calls) == 1  # its own scores are cached
+
+
 def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
     data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
     two = {q: list(data.corpus) for q in data.queries}
