@@ -165,8 +165,11 @@ def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path
 def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path, tmp_path):
     """Pseudo-queries take a sentence out of their passage: the teacher must score the passage without it."""
     data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
-    more = RetrievalDataset({d: f"{t} (other view)" for d, t in data.corpus.items()}, {"m1": "lung cancer"}, {})
-    by_query = {q: list(data.corpus) for q in [*data.queries.values(), "lung cancer"]}
+    long_query = " ".join(["cancer"] * 200)  # pseudo-queries can be long sentences: left out, counted, not fatal
+    more = RetrievalDataset(
+        {d: f"{t} (other view)" for d, t in data.corpus.items()}, {"m1": "lung cancer", "m2": long_query}, {}
+    )
+    by_query = {q: list(data.corpus) for q in [*data.queries.values(), "lung cancer", long_query]}
     teacher = CrossEncoderBackend(tiny_cross_path, cache_size=0)
     seen = []
     original = teacher.score_batch
@@ -183,7 +186,10 @@ def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path
         show_progress=False,
     )
     assert ("lung cancer", [f"{t} (other view)" for t in data.corpus.values()]) in seen
-    assert log.steps == 2  # one labelled training query + the more query; the other labelled one is held out
+    assert log.steps == 2  # one labelled training query + the fitting more query; the other labelled one is held out
+    assert not any(query == long_query for query, _ in seen)
+    card = json.loads((path / "rerank_plugins_training.json").read_text())
+    assert card["scores"]["more_queries_left_out_too_long"] == {more.name: 1}
     with pytest.raises(TypeError, match="FirstStage"):
         distil_cross_encoder(
             teacher,
@@ -292,6 +298,15 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
         )
     with pytest.raises(ValueError, match="nope"):
         distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates={"q1": ["nope", "d1"]}, layers=1)
+    long_data = from_pairs([(" ".join(["cancer"] * 200), "cancer risk in patients"), ("seoul city", "seoul")])
+    with pytest.raises(ValueError, match="1 queries of .* leave fewer than"):
+        distil_cross_encoder(
+            tiny_cross_path,
+            long_data,
+            tmp_path / "s",
+            candidates={q: list(long_data.corpus) for q in long_data.queries},
+            layers=1,
+        )
     with pytest.raises(TypeError, match="FirstStage or a mapping"):
         distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=["d1"], layers=1)
     assert not (tmp_path / "s").exists()
