@@ -204,6 +204,8 @@ def main() -> None:
         rows[f"teacher fused (a={teacher_fusion['weight']})"] = metrics(teacher_scores, teacher_fusion["weight"])
     rows[f"student alone ({record['parameters']['layers_kept']})"] = metrics(student_scores, None)
     rows[f"student fused (a={student_weight})"] = metrics(student_scores, student_weight)
+    # Diagnostic only: what each weight would give on test. Never used to choose one (held-out queries do that).
+    test_sweep = {f"{a:.1f}": round(metrics(student_scores, a)["ndcg@10"], 4) for a in np.linspace(0, 1, 11)}
 
     requests = [(test.queries[q], [h.document.text for h in row]) for q, row in zip(query_ids, hits)]
     requests = requests[: args.speed_queries]
@@ -241,6 +243,7 @@ def main() -> None:
         f"Fusion weights tuned on the {len(held_ids)} held-out train queries: teacher "
         f"{json.dumps(teacher_fusion['ndcg@10_by_weight'])}; student "
         f"{json.dumps(record['fusion']['ndcg@10_by_weight'])}\n\n"
+        f"Diagnostic, not used to choose: student fused on test, nDCG@10 by weight {json.dumps(test_sweep)}\n\n"
         f"Speed: {len(requests)} test queries x {args.speed_rounds} rounds, interleaved\n\n"
         + "\n".join(speed_table)
         + f"\n\nTimings (s): {json.dumps(timings)}\n"
