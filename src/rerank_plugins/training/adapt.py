@@ -39,8 +39,8 @@ from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi
 from rerank_plugins.training.cross_encoder import (
     DEFAULT_BACKBONE,
     CrossEncoderTrainingConfig,
-    queries_too_long,
     train_cross_encoder,
+    without_queries_too_long,
 )
 from rerank_plugins.training.mining import corpus_first_stage
 from rerank_plugins.training.pseudo_queries import PseudoQueries
@@ -109,15 +109,7 @@ def _fit_reranker(dataset: RetrievalDataset, config: AdaptConfig) -> tuple[Retri
     from rerank_plugins.models.resolve import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.base_cross_encoder))
-    too_long = set(queries_too_long(tokenizer, dataset.queries, config.cross_encoder.max_length))
-    if too_long:
-        logger.warning(
-            "%d queries are too long for the reranker's %d tokens: left out",
-            len(too_long),
-            config.cross_encoder.max_length,
-        )
-        dataset = dataset.subset([q for q in dataset.queries if q not in too_long])
-    return dataset, len(too_long)
+    return without_queries_too_long(tokenizer, dataset, config.cross_encoder.max_length)
 
 
 def _guard(held_out: RetrievalDataset, base: dict[str, list[str]], adapted: dict[str, list[str]]) -> dict[str, Any]:

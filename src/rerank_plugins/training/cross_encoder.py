@@ -78,6 +78,30 @@ def queries_too_long(tokenizer: Any, queries: dict[str, str], max_length: int) -
     return [query_id for query_id, length in zip(queries, lengths) if length > budget]
 
 
+def require_queries_fit(tokenizer: Any, dataset: RetrievalDataset, max_length: int) -> None:
+    """Refuse, before any work, a data set with a query that leaves too little of ``max_length`` for a document."""
+    too_long = queries_too_long(tokenizer, dataset.queries, max_length)
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} queries leave fewer than {MIN_DOCUMENT_TOKENS} of max_length={max_length} tokens for "
+            f"the document (queries are never truncated) in {dataset.name}, e.g. {too_long[:3]}: shorten or drop them"
+        )
+
+
+def without_queries_too_long(
+    tokenizer: Any, dataset: RetrievalDataset, max_length: int
+) -> tuple[RetrievalDataset, int]:
+    """``dataset`` without the queries :func:`queries_too_long` finds, and how many left (logged, never silent):
+    for machine-made queries, where a long sentence is no reason to stop."""
+    too_long = set(queries_too_long(tokenizer, dataset.queries, max_length))
+    if too_long:
+        logger.warning(
+            "%s: %d queries too long for %d tokens with a document: left out", dataset.name, len(too_long), max_length
+        )
+        dataset = dataset.subset([q for q in dataset.queries if q not in too_long])
+    return dataset, len(too_long)
+
+
 def train_cross_encoder(
     train: RetrievalDataset,
     negatives: dict[str, list[str]],
@@ -97,12 +121,7 @@ def train_cross_encoder(
     torch.manual_seed(config.seed)
     base_path = resolve_model_path(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    too_long = queries_too_long(tokenizer, train.queries, config.max_length)
-    if too_long:
-        raise ValueError(
-            f"{len(too_long)} queries leave fewer than {MIN_DOCUMENT_TOKENS} of max_length={config.max_length} "
-            f"tokens for the document (queries are never truncated), e.g. {too_long[:3]}: shorten or drop them"
-        )
+    require_queries_fit(tokenizer, train, config.max_length)
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
     logger.info("cross-encoder initialised from %s with a new scoring head", base_model)
     groups = _groups(train, negatives, config.num_negatives, config.seed)

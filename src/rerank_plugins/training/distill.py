@@ -35,10 +35,9 @@ from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.disk_cache import DiskEmbeddingCache
 from rerank_plugins.models.lru import text_digest
-from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS
 from rerank_plugins.models.resolve import model_fingerprint
 from rerank_plugins.training._loop import TrainingLog, optimise
-from rerank_plugins.training.cross_encoder import queries_too_long
+from rerank_plugins.training.cross_encoder import require_queries_fit, without_queries_too_long
 from rerank_plugins.training.model_card import write_model_card
 from rerank_plugins.training.recipes import record_fusion_weight, record_training_info
 
@@ -235,25 +234,6 @@ def _held_out_ids(dataset: RetrievalDataset, held_out: float, seed: int) -> set[
     return set(ids[: max(1, round(len(ids) * held_out))])
 
 
-def _fitting_queries(
-    datasets: Sequence[RetrievalDataset], tokenizer: Any, max_length: int
-) -> tuple[list[RetrievalDataset], dict[str, int]]:
-    """``more_queries`` without the queries too long to leave room for a document (machine-made ones can be long
-    sentences), and how many each data set lost (logged and written to the model card)."""
-    fitting, left_out = [], {}
-    for data in datasets:
-        too_long = set(queries_too_long(tokenizer, data.queries, max_length))
-        if too_long:
-            logger.warning(
-                "%s: %d queries too long for %d tokens with a document: left out", data.name, len(too_long), max_length
-            )
-            left_out[data.name] = len(too_long)
-            data = data.subset([q for q in data.queries if q not in too_long])
-        if data.queries:
-            fitting.append(data)
-    return fitting, left_out
-
-
 def distil_cross_encoder(
     teacher: str | os.PathLike[str] | CrossEncoderBackend,
     dataset: RetrievalDataset,
@@ -296,14 +276,11 @@ def distil_cross_encoder(
     max_length = config.max_length or teacher.max_length
     tokenizer = AutoTokenizer.from_pretrained(teacher.path)
     torch.manual_seed(config.seed)
-    too_long = queries_too_long(tokenizer, dataset.queries, max_length)
-    if too_long:  # before any scoring: the teacher would stop on the first of them
-        raise ValueError(
-            f"{len(too_long)} queries of {dataset.name} leave fewer than {MIN_DOCUMENT_TOKENS} of max_length="
-            f"{max_length} tokens for the document (queries are never truncated), e.g. {too_long[:3]}: shorten or "
-            "drop them"
-        )
-    more_queries, left_out = _fitting_queries(more_queries, tokenizer, max_length)
+    require_queries_fit(tokenizer, dataset, max_length)  # before any scoring: the teacher would stop on the first
+    # Pseudo-queries can be long sentences: those are left out and counted in the model card.
+    fitted = [without_queries_too_long(tokenizer, more, max_length) for more in more_queries]
+    more_queries = [more for more, _ in fitted if more.queries]
+    left_out = {more.name: count for more, count in fitted if count}
 
     pools = _candidates(dataset, candidates, first_stage_k)
     groups = teacher_groups(teacher, dataset, pools, cache=teacher_cache, show_progress=show_progress)
