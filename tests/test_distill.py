@@ -240,7 +240,7 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
     assert code == 0, capsys.readouterr().err
     assert "Student saved to" in capsys.readouterr().out
     card = json.loads((output / "rerank_plugins_training.json").read_text())
-    assert card["parameters"]["bf16"] is True
+    assert card["parameters"]["bf16"] is True and card["parameters"]["teacher_runtime"] == "onnx"
     assert "pseudo-queries (terms)" in card["data"] and card["data"].count("queries x") == 1
     assert card["training"]["steps"] > 24 / 16  # 24 labelled training queries plus the corpus's pseudo-queries
     assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == 1

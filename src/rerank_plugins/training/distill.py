@@ -359,7 +359,13 @@ def distil_cross_encoder(
         base_model=teacher.model_name,
         data=f"{' + '.join(d.name for d in [dataset, *more_queries])}: {len(train)} queries "
         f"x up to {first_stage_k} candidates ({source}), scored by the teacher (labels unused); {len(check)} held out",
-        parameters={**asdict(config), "max_length": max_length, "layers_kept": keep, "teacher": teacher.model_name},
+        parameters={
+            **asdict(config),
+            "max_length": max_length,
+            "layers_kept": keep,
+            "teacher": teacher.model_name,
+            "teacher_runtime": teacher.effective_runtime,
+        },
         training=asdict(log),
         scores=scores,
     )
