@@ -60,7 +60,8 @@ class DistillationConfig:
     time_budget_s: float | None = None
     bf16: bool = False
     """Run the student's forward pass in bfloat16 autocast (weights and optimiser stay fp32): about 2x faster
-    training on CPUs that compute bf16 natively (AVX-512 BF16, AMX); slower where they do not."""
+    training on CPUs that compute bf16 natively (AVX-512 BF16, AMX); about 20x *slower* where they do not (emulated;
+    a warning says so)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +83,18 @@ class Group:
     query: str
     documents: list[str]
     teacher: np.ndarray
+
+
+def cpu_computes_bf16() -> bool | None:
+    """Whether torch's CPU kernels run bf16 in hardware (AVX-512 BF16 or AMX); ``None`` where torch cannot tell.
+
+    Without it bf16 autocast is emulated: a training step took 20x as long as in fp32 on an AVX2-only EPYC
+    (bench/results/bf16-training-step-avx2.md), where it took half as long on one with AVX-512 BF16.
+    """
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return None if None in probes else any(probe() for probe in probes)
 
 
 def kept_layers(teacher_layers: int, layers: int | Sequence[int]) -> list[int]:
@@ -264,6 +277,11 @@ def distil_cross_encoder(
     from transformers import AutoTokenizer
 
     config = config or DistillationConfig()
+    if config.bf16 and cpu_computes_bf16() is False:
+        logger.warning(
+            "bf16=True on a CPU without native bf16 (AVX-512 BF16 / AMX): autocast is emulated here and trains about "
+            "20x slower than fp32; drop bf16 (--bf16) on this machine"
+        )
     check_positive_int(first_stage_k, "first_stage_k")
     if not dataset.queries:
         raise ValueError(f"{dataset.name} has no queries to distil on")
