@@ -210,9 +210,9 @@ def build_index_ray(
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 # Each actor's threads are set explicitly; a logical CPU reservation as large would starve the
                 # read and file-listing tasks (Ray Data starts the actors first) and hang a build that fills the
-                # machine. SPREAD places the actors on different nodes of a cluster.
+                # machine. Ray Data's default scheduling strategy (DataContext.scheduling_strategy, "SPREAD")
+                # places the actors on different nodes of a cluster.
                 num_cpus=0,
-                ray_remote_args_fn=lambda: {"scheduling_strategy": "SPREAD"},
             )
             _write_shards(writer, pending, embedded)
         return writer.finish()
