@@ -210,7 +210,11 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
     from rerank_plugins.cli import main
 
     data, negatives = topic_data(30, seed=5)
-    rows = [{"query": data.queries[q], "positive": data.corpus[f"{q}-pos"]} for q in data.queries]
+    # A second sentence per document: the `sentence` pseudo-queries take one out of its passage.
+    rows = [
+        {"query": data.queries[q], "positive": f"{data.corpus[f'{q}-pos']}. It is document {q} of a small corpus."}
+        for q in data.queries
+    ]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "student"
@@ -235,6 +239,7 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
             "0.2",
             "--corpus-queries",
             "terms",
+            "sentence",
             "--teacher-runtime",
             "onnx",
             "--bf16",
@@ -244,7 +249,8 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
     assert "Student saved to" in capsys.readouterr().out
     card = json.loads((output / "rerank_plugins_training.json").read_text())
     assert card["parameters"]["bf16"] is True and card["parameters"]["teacher_runtime"] == "onnx"
-    assert "pseudo-queries (terms)" in card["data"] and card["data"].count("queries x") == 1
+    assert "pseudo-queries (terms)" in card["data"] and "pseudo-queries (sentence)" in card["data"]
+    assert card["data"].count("queries x") == 1
     assert card["training"]["steps"] > 24 / 16  # 24 labelled training queries plus the corpus's pseudo-queries
     assert json.loads((output / "config.json").read_text())["num_hidden_layers"] == 1
     assert stored_fusion_weight(output) is not None  # tuned on the labelled held-out queries: "auto" works

@@ -234,9 +234,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     distill.add_argument(
         "--corpus-queries",
+        nargs="+",
         choices=OFFLINE_STRATEGIES,
         help="also learn from offline pseudo-queries made from every document of the corpus (a sentence, the "
-        "title or salient terms): a small student needs many more queries than a data set's labelled ones",
+        "title or salient terms; one or more): a small student needs many more queries than a data set's labelled "
+        "ones",
     )
     distill.add_argument(
         "--bf16",
@@ -463,7 +465,7 @@ def _run(args: argparse.Namespace) -> int:
 
             # A BEIR folder keeps titles apart from the text (the title strategy needs them).
             documents = load_corpus(args.data if Path(args.data).is_dir() else dataset.corpus)
-            more.append(offline_pseudo_queries(documents, args.corpus_queries).dataset)
+            more = [offline_pseudo_queries(documents, s).dataset for s in dict.fromkeys(args.corpus_queries)]
         path, log = distil_cross_encoder(
             CrossEncoderBackend(args.teacher, cache_size=0, max_length=args.max_length, runtime=args.teacher_runtime),
             dataset,
