@@ -1,8 +1,9 @@
-"""Every runtime scores like torch fp32 within its stated tolerance; reduced precision is guarded; "fast" falls back."""
+"""Every runtime scores like torch fp32 within its stated tolerance; reduced precision is guarded; "fast" is fastest."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -78,24 +79,72 @@ def test_guard_refuses_a_broken_bf16_model_and_remembers_its_measurement(tiny_cr
     assert not measured, "the stored measurement is reused, not measured again"
 
 
-def test_fast_skips_a_refused_runtime_and_uses_the_next(tiny_cross_path, cache, monkeypatch):
+def _timed(monkeypatch, seconds):
+    """Make "fast" see ``seconds`` per runtime instead of timing; records which runtimes it timed."""
+    timed = []
+
+    def fake(forwards, batch):
+        timed.append(sorted(forwards))
+        return {name: seconds[name] for name in forwards}
+
+    monkeypatch.setattr(select, "timings", fake)
+    return timed
+
+
+def test_fast_never_keeps_a_refused_runtime_even_when_it_is_fastest(tiny_cross_path, cache, monkeypatch):
     pytest.importorskip("openvino")
     _broken_bf16(monkeypatch)
     monkeypatch.setattr(select, "fast_candidates", lambda: ["openvino-bf16", "openvino"])
+    timed = _timed(monkeypatch, {"openvino-bf16": 0.1, "openvino": 0.5, "torch": 1.0})
     backend = CrossEncoderBackend(tiny_cross_path, runtime="fast")
     scores = backend.score("cancer risk", DOCS)
-    assert backend.effective_runtime == "openvino"
+    assert backend.effective_runtime == "openvino" and timed == [["openvino", "torch"]]
     np.testing.assert_allclose(scores, CrossEncoderBackend(tiny_cross_path).score("cancer risk", DOCS), atol=1e-4)
 
 
-def test_fast_prefers_bf16_only_where_the_cpu_computes_it(monkeypatch):
+@pytest.mark.parametrize(
+    ("fastest", "kind"), [("openvino", "OpenVinoModel"), ("onnx", "OnnxModel"), ("torch", "NoneType")]
+)
+def test_fast_keeps_the_fastest_runtime_and_remembers_the_choice(tiny_cross_path, cache, monkeypatch, fastest, kind):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(select, "fast_candidates", lambda: ["openvino", "onnx"])
+    seconds = {"torch": 1.0, "openvino": 0.6, "onnx": 0.8, fastest: 0.1}
+    timed = _timed(monkeypatch, seconds)
+    backend = CrossEncoderBackend(tiny_cross_path, runtime="fast")
+    backend.score("q", ["d"])
+    assert backend.effective_runtime == fastest and type(backend._onnx).__name__ == kind
+    again = CrossEncoderBackend(tiny_cross_path, runtime="fast")
+    np.testing.assert_allclose(again.score("cancer risk", DOCS), backend.score("cancer risk", DOCS), atol=1e-6)
+    assert again.effective_runtime == fastest and len(timed) == 1, "the stored choice is used without timing again"
+
+    machine = {**select.machine_key(), "cpu": "another CPU"}
+    monkeypatch.setattr(select, "machine_key", lambda: machine)
+    CrossEncoderBackend(tiny_cross_path, runtime="fast").score("q", ["d"])
+    assert len(timed) == 2, "another machine measures again"
+
+
+def test_fast_times_every_accepted_runtime_and_records_the_fastest(tiny_bi_path, cache):
+    pytest.importorskip("openvino")
+    backend = BiEncoderBackend(tiny_bi_path, runtime="fast", cache_size=0)
+    np.testing.assert_allclose(
+        backend.encode_documents(DOCS), BiEncoderBackend(tiny_bi_path, cache_size=0).encode_documents(DOCS), atol=3e-2
+    )
+    record = json.loads(next(cache.glob(f"onnx/*/{select.CHOICE_FILE}")).read_text())
+    seconds = record["seconds_per_batch"]
+    assert {"torch", "openvino", "onnx"} <= set(seconds) <= {"torch", *select.fast_candidates()}  # fp32: never refused
+    assert all(s > 0 for s in seconds.values())
+    assert record["runtime"] == backend.effective_runtime == min(seconds, key=seconds.get)
+    assert record["batch_shape"][0] == len(guard.check_set(queries=1)[0][1])
+
+
+def test_fast_tries_bf16_only_where_the_cpu_computes_it(monkeypatch):
     pytest.importorskip("openvino")
     from rerank_plugins.models.runtimes import openvino
 
     monkeypatch.setattr(openvino, "native_bf16", lambda: False)
     assert select.fast_candidates() == ["onnx-int8", "openvino", "onnx"]
     monkeypatch.setattr(openvino, "native_bf16", lambda: True)
-    assert select.fast_candidates()[0] == "openvino-bf16"
+    assert "openvino-bf16" in select.fast_candidates()
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,8 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--bf16",
         action="store_true",
-        help="train in bfloat16 autocast: ~2x faster on CPUs with AVX-512 BF16 or AMX, ~20x slower on others",
+        help="train in bfloat16 autocast: up to ~2x faster on CPUs with native bf16 (not all: time "
+        "bench/bf16_training_step.py), ~20x slower on others",
     )
 
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")

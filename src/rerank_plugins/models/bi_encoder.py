@@ -81,6 +81,8 @@ class BiEncoderBackend(LazyModelBackend):
                 transformer.tokenizer,
                 self.runtime,
                 lambda run: self._runtime_agreement(model, run),
+                max_length=model.max_seq_length,
+                pairs=False,
             )
         return model
 

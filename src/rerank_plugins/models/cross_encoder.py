@@ -87,7 +87,13 @@ class CrossEncoderBackend(LazyModelBackend):
             from rerank_plugins.models.runtimes.select import load_runtime
 
             self._onnx, self.effective_runtime = load_runtime(
-                path, model.model, model.tokenizer, self.runtime, lambda run: self._runtime_agreement(model, run)
+                path,
+                model.model,
+                model.tokenizer,
+                self.runtime,
+                lambda run: self._runtime_agreement(model, run),
+                max_length=max_length_of(model),
+                pairs=True,
             )
         return model
 
