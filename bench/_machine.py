@@ -9,7 +9,7 @@ from pathlib import Path
 
 def describe_machine() -> str:
     """``CPU model, N cores, SIMD flags that matter for inference``, e.g. ``Intel Xeon, 2 cores, AVX-512 VNNI AMX``."""
-    model, flags = platform.machine(), set()
+    model, flags, ids = platform.machine(), set(), {}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
@@ -18,6 +18,10 @@ def describe_machine() -> str:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
+            elif key.strip() in ("cpu family", "model"):
+                ids.setdefault(key.strip(), value.strip())
+    if ids:  # a guest's model name can be generic ("Intel(R) Xeon(R) Processor"); family/model name the generation
+        model += f" (family {ids.get('cpu family', '?')} model {ids.get('model', '?')})"
     simd = [
         name
         for flag, name in (

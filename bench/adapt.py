@@ -142,8 +142,8 @@ def main() -> None:
         f"# adapt without labels on {test.name}: real test queries, original corpus",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {describe_machine()}, shared with other jobs "
-        "(times are from a loaded machine)",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {describe_machine()}; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
         "",
         f"Pseudo-queries ({args.strategy}): {json.dumps(pseudo.summary())}; generated in {generation_s:.1f} s.",
         f"adapt: {report['queries']['train']} training / {report['queries']['held_out']} held-out pseudo-queries, "

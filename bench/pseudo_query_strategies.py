@@ -56,7 +56,7 @@ def main() -> None:
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()},"
-        f" {os.cpu_count()} cores, shared with other jobs (times are from a loaded machine)",
+        f" {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.2f}",
         "",
         "| model | pseudo-queries used | rejected | train s | nDCG@10 | hit@1 | hit@10 | recall@100 |",
         "|---|---|---|---|---|---|---|---|",

@@ -156,7 +156,7 @@ def main() -> None:
     say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
-    say(f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), shared with other work  ")
+    say(f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu})  ")
     say(f"load average at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}  ")
     say(f"model: {args.cross_encoder}\n")
 

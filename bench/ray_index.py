@@ -88,7 +88,7 @@ def main() -> None:
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Date: {subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}",
-        f"Machine: {describe_machine()} ({cpus} CPUs given to Ray), shared with other agents' jobs; "
+        f"Machine: {describe_machine()} ({cpus} CPUs given to Ray); "
         f"ray {ray.__version__}, model {MODEL} (packaged), max length 256, batch 32",
         f"Load average before: {os.getloadavg()}",
         "",

@@ -69,8 +69,8 @@ def main() -> None:
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Date: {subprocess.run(['date', '-u'], capture_output=True, text=True).stdout.strip()}",
-        f"Machine: {describe_machine()}, shared with other "
-        f"agents' jobs; faiss {faiss.__version__}, 1 FAISS thread; load average before: {os.getloadavg()}",
+        f"Machine: {describe_machine()}; "
+        f"faiss {faiss.__version__}, 1 FAISS thread; load average before: {os.getloadavg()}",
         "",
         f"{n:,} random unit vectors, {DIMENSION} dimensions, k = 10.",
         "",

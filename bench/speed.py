@@ -230,8 +230,7 @@ def main() -> None:
     say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
     say(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu}, {ghz:.2f} GHz nominal, "
-        f"{'AVX-512' if lanes == 16 else 'AVX2'}), torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        "shared with other agents' work during the run  "
+        f"{'AVX-512' if lanes == 16 else 'AVX2'}), torch {torch.__version__} ({torch.get_num_threads()} threads)  "
     )
     say(f"load average at start: {uptime()}  ")
     say(f"cross-encoder: {cross_path}; data: {args.data} ({args.split}); {args.queries} queries per depth, ")
