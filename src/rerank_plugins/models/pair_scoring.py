@@ -181,14 +181,15 @@ def max_length_of(model: Any) -> int:
 
 
 def torch_forward(hf_model: Any):
-    """A forward function over numpy features returning numpy logits (fp32, inference mode)."""
+    """A forward function over numpy features returning the model's first output as numpy fp32 (inference mode):
+    a classifier's logits, an encoder's hidden states."""
 
     def forward(features: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             tensors = {k: torch.from_numpy(v).to(hf_model.device) for k, v in features.items()}
-            return hf_model(**tensors).logits.float().cpu().numpy()
+            return hf_model(**tensors)[0].float().cpu().numpy()
 
     return forward
 

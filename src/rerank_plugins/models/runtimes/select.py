@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank_plugins.models.pair_scoring import torch_forward
 from rerank_plugins.models.runtimes.guard import QuantizationQualityError, check_set
 from rerank_plugins.models.runtimes.onnx import Check, _atomic, default_threads, export_directory
 
@@ -73,7 +74,7 @@ def load_runtime(
         except QuantizationQualityError as error:
             logger.warning("runtime='fast' skips %s: %s", candidate, error)
     sample = timing_batch(tokenizer, max_length, pairs)
-    seconds = timings({name: forward or _torch_forward(hf_model) for name, forward in forwards.items()}, sample)
+    seconds = timings({name: forward or torch_forward(hf_model) for name, forward in forwards.items()}, sample)
     chosen = min(seconds, key=seconds.__getitem__)
     record = {
         "runtime": chosen,
@@ -153,18 +154,6 @@ def _stored_choice(path: Path, machine: dict[str, Any]) -> str | None:
     except (OSError, json.JSONDecodeError):
         return None
     return record.get("runtime") if record.get("machine") == machine else None
-
-
-def _torch_forward(hf_model: Any) -> Forward:
-    """The model's own forward over numpy features (its first output), timed as the baseline."""
-    import torch
-
-    def forward(features: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            tensors = {k: torch.from_numpy(v).to(hf_model.device) for k, v in features.items()}
-            return hf_model(**tensors)[0].float().cpu().numpy()
-
-    return forward
 
 
 def _installed(runtime: str) -> bool:
