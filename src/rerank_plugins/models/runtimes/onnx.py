@@ -122,7 +122,8 @@ def _outlier_matmuls(path: Path) -> list[str]:
     ]
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a staging file beside ``path``, then move it into place: readers never see half a file."""
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
         write(staging)
@@ -138,7 +139,7 @@ def exported_onnx(model_path: Path, hf_model: Any, tokenizer: Any) -> Path:
     fp32 = directory / "model.onnx"
     if not fp32.exists():
         logger.warning("Exporting %s to ONNX (once; cached in %s)", model_path, directory)
-        _atomic(fp32, lambda staging: _export(hf_model, tokenizer, staging))
+        write_atomically(fp32, lambda staging: _export(hf_model, tokenizer, staging))
     return fp32
 
 
@@ -165,7 +166,7 @@ def guarded(report_path: Path, recipe: str, measure: Callable[[], dict[str, floa
         report = stored if stored.get("recipe") == recipe else None
     if report is None:
         report = {**measure(), "recipe": recipe}
-        _atomic(report_path, lambda staging: staging.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+        write_atomically(report_path, lambda path: path.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     require_agreement(report, what)
     return report
 

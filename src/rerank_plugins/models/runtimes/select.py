@@ -3,11 +3,11 @@
 Why "fast" measures rather than follows a fixed order: which runtime is fastest depends on the CPU in ways its
 feature flags do not tell. OpenVINO bf16 ran 3.4x torch on an AMD EPYC with AVX512_BF16, yet 0.6x OpenVINO fp32
 on an Emerald Rapids guest reporting the same flag with AMX hidden (bench/results/speed-fair-peers-xeon-emr.md).
-So "fast" loads each installed candidate
-(OpenVINO bf16 where the CPU reports native bf16, ONNX Runtime int8, OpenVINO fp32, ONNX Runtime fp32) that the
-quality guard accepts, times it and torch on one realistic batch, and keeps the fastest. A refused candidate is
-skipped with a log line saying why. The choice is stored beside the model's export, keyed by the CPU, the thread
-count and the packages' versions, so each machine measures once; ``effective_runtime`` says what was chosen.
+So "fast" loads each installed candidate (OpenVINO bf16 where the CPU reports native bf16, ONNX Runtime int8,
+OpenVINO fp32, ONNX Runtime fp32) that the quality guard accepts, times it and torch on one realistic batch, and
+keeps the fastest. A refused candidate is skipped with a log line saying why. The choice is stored beside the
+model's export, keyed by the CPU, the thread count and the packages' versions, so each machine measures once;
+``effective_runtime`` says what was chosen.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from rerank_plugins.models.pair_scoring import torch_forward
 from rerank_plugins.models.runtimes.guard import QuantizationQualityError, check_set
-from rerank_plugins.models.runtimes.onnx import Check, _atomic, default_threads, export_directory
+from rerank_plugins.models.runtimes.onnx import Check, default_threads, export_directory, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def load_runtime(
         "batch_shape": list(sample["input_ids"].shape),
         "machine": machine,
     }
-    _atomic(record_path, lambda staging: staging.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+    write_atomically(record_path, lambda path: path.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     logger.info(
         "runtime='fast' uses %s for %s (seconds per batch: %s)", chosen, model_path, record["seconds_per_batch"]
     )
