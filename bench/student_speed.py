@@ -71,9 +71,8 @@ def main() -> None:
             for runtime in ("torch", "fast"):
                 backend = CrossEncoderBackend(path, runtime=runtime, cache_size=0)
                 backend.score("warm up", ["the first call loads, exports and chooses"])
-                scorers[f"ours {runtime}{f' ({backend.effective_runtime})' * (runtime == 'fast')}, {name}"] = (
-                    backend.score
-                )
+                label = f"fast ({backend.effective_runtime})" if runtime == "fast" else runtime
+                scorers[f"ours {label}, {name}"] = backend.score
         seconds: dict[str, list[float]] = {name: [] for name in scorers}
         for _ in range(args.rounds):
             for query, candidates in requests:
