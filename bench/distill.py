@@ -167,7 +167,7 @@ def main() -> None:
         # The student reranks the top-args.depth at test time: tune its stored fusion weight at that depth.
         record_fusion_weight(student_dir, held_out, stage, depth=args.depth)
     timings["distil (teacher scores of train + training + fusion tuning)"] = round(time.perf_counter() - start, 1)
-    record = json.loads((student_dir / "rerank_plugins_training.json").read_text())
+    record = json.loads((student_dir / "rerank_plugins_training.json").read_text(encoding="utf-8"))
 
     # The teacher's fusion weight on the same held-out queries, from the cached teacher scores.
     held_ids, held_hits, _ = first_stage(held_out, stage, args.depth)

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rerank_plugins"
 
 FLOORS: list[tuple[str, ...]] = [
-    ("schema", "_validation", "batching", "fusion", "data"),  # bottom: types, checks, data sets, bundled data
+    ("schema", "_validation", "_files", "batching", "fusion", "data"),  # bottom: types, checks, files, data sets
     ("models",),  # backends: the only place touching sentence-transformers / torch / runtimes
     ("first_stage",),  # dense, lexical, hybrid first stages behind one interface
     ("rerank", "pipeline"),  # the reranking stage and the two-stage pipeline

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rerank_plugins._files import write_json
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.first_stage.base import FirstStage, QueryVectorSearch
 from rerank_plugins.first_stage.dense import INDEX_TYPES as DENSE_INDEX_TYPES
@@ -279,7 +279,7 @@ class ShardedIndexWriter:
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise FileExistsError(f"{self.path} exists and is not a sharded build; refusing to write into it")
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(plan_file, self.plan)
+        write_json(plan_file, self.plan)
 
     def completed(self) -> list[int]:
         """The shards already written and verified (checksums, counts); others, and staging leftovers, are removed."""
@@ -343,7 +343,7 @@ class ShardedIndexWriter:
             "probe": {"text": PROBE_TEXT, "vector": self._probe().tolist()},
             "files": {f"{name}/{MANIFEST_FILE}": sha256_file(self.path / name / MANIFEST_FILE) for name in names},
         }
-        _write_json_atomically(self.path / MANIFEST_FILE, manifest)
+        write_json(self.path / MANIFEST_FILE, manifest)
         return self.path
 
 
@@ -381,9 +381,3 @@ def build_sharded_index(
             part = documents[start:end]
             writer.write(number, part, embedder.encode_documents([d.text for d in part], batch_size=batch_size))
     return writer.finish()
-
-
-def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    staging.write_text(json.dumps(content, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(staging, path)

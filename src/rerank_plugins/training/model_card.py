@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from rerank_plugins._files import write_json
+from rerank_plugins.fusion import TRAINING_INFO
 
 
 def write_model_card(
@@ -28,7 +30,7 @@ def write_model_card(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "library": "rerank-plugins",
     }
-    (directory / "rerank_plugins_training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_json(directory / TRAINING_INFO, info, indent=2)
     rows = "\n".join(f"| {k} | {v} |" for k, v in parameters.items())
     score_rows = "\n".join(
         f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins._files import write_json
 from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.evaluation.evaluate import first_stage, rerank_scores, tune_fusion_weight
 from rerank_plugins.first_stage.base import FirstStage
@@ -153,4 +154,4 @@ def record_training_info(model_path: str | os.PathLike[str], key: str, value: An
     info_path = Path(model_path) / TRAINING_INFO
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info[key] = value
-    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_json(info_path, info, indent=2)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank_plugins._files import write_atomically, write_json
 from rerank_plugins.models.resolve import model_fingerprint
 from rerank_plugins.models.runtimes.guard import require_agreement
 
@@ -122,17 +123,6 @@ def _outlier_matmuls(path: Path) -> list[str]:
     ]
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a staging file beside ``path``, then move it into place: readers never see half a file."""
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        if staging.exists():
-            staging.unlink()
-
-
 def exported_onnx(model_path: Path, hf_model: Any, tokenizer: Any) -> Path:
     """The cached fp32 ONNX export of ``model_path`` (exported on first use); every runtime starts from it."""
     directory = export_directory(model_path)
@@ -166,7 +156,7 @@ def guarded(report_path: Path, recipe: str, measure: Callable[[], dict[str, floa
         report = stored if stored.get("recipe") == recipe else None
     if report is None:
         report = {**measure(), "recipe": recipe}
-        write_atomically(report_path, lambda path: path.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+        write_json(report_path, report)
     require_agreement(report, what)
     return report
 

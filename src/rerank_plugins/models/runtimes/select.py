@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from rerank_plugins._files import write_json
 from rerank_plugins.models.pair_scoring import torch_forward
 from rerank_plugins.models.runtimes.guard import QuantizationQualityError, check_set
-from rerank_plugins.models.runtimes.onnx import Check, default_threads, export_directory, write_atomically
+from rerank_plugins.models.runtimes.onnx import Check, default_threads, export_directory
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def load_runtime(
         "batch_shape": list(sample["input_ids"].shape),
         "machine": machine,
     }
-    write_atomically(record_path, lambda path: path.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+    write_json(record_path, record)
     logger.info(
         "runtime='fast' uses %s for %s (seconds per batch: %s)", chosen, model_path, record["seconds_per_batch"]
     )
