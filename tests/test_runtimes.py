@@ -179,3 +179,24 @@ def test_int8_refusal_is_remembered_without_quantizing_again(tiny_cross_path, ca
     with pytest.raises(guard.QuantizationQualityError, match="0.500"):
         CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
     assert onnx.INT8_RECIPE in next(cache.glob("onnx/*/int8-quality.json")).read_text()
+
+
+def test_a_guard_report_from_another_machine_is_measured_again(tiny_cross_path, cache, monkeypatch):
+    from rerank_plugins.models.runtimes import machine
+
+    measured = []
+
+    def agreement(reference, candidate, k=10):
+        measured.append(len(reference))
+        return {"top10_overlap": 1.0, "spearman": 1.0}
+
+    monkeypatch.setattr(guard, "ranking_agreement", agreement)
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    assert len(measured) == 1, "the same machine reuses its measurement"
+    other = {**machine.cpu_and_versions(), "cpu_flags_sha1": "flags of another CPU"}
+    monkeypatch.setattr(onnx, "cpu_and_versions", lambda: other)
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    assert len(measured) == 2, "int8 numerics depend on the CPU's instruction set: another CPU measures again"
+    report = json.loads(next(cache.glob("onnx/*/int8-quality.json")).read_text(encoding="utf-8"))
+    assert report["machine"] == other

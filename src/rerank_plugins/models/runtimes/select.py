@@ -12,12 +12,9 @@ model's export, keyed by the CPU, the thread count and the packages' versions, s
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
-import platform
-import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +25,7 @@ import numpy as np
 from rerank_plugins._files import write_json
 from rerank_plugins.models.pair_scoring import torch_forward
 from rerank_plugins.models.runtimes.guard import QuantizationQualityError, check_set
+from rerank_plugins.models.runtimes.machine import cpu_and_versions
 from rerank_plugins.models.runtimes.onnx import Check, default_threads, export_directory
 
 logger = logging.getLogger(__name__)
@@ -123,28 +121,8 @@ def timings(forwards: Mapping[str, Forward], batch: dict[str, np.ndarray]) -> di
 
 
 def machine_key() -> dict[str, Any]:
-    """What the fastest runtime depends on: the CPU (model and feature flags), the threads and the versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    cpu, flags = platform.processor() or platform.machine(), ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-        name, found = re.search(r"^model name\s*:\s*(.*)$", text, re.M), re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-        cpu = name.group(1).strip() if name else cpu
-        flags = " ".join(sorted(found.group(1).split())) if found else ""
-    versions = {}
-    for package in ("torch", "onnxruntime", "openvino"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return {
-        "cpu": cpu,
-        "cpu_flags_sha1": hashlib.sha1(flags.encode()).hexdigest(),
-        "threads": default_threads(),
-        "versions": versions,
-    }
+    """What the fastest runtime depends on: the CPU, the runtime packages' versions and the thread count."""
+    return {**cpu_and_versions(), "threads": default_threads()}
 
 
 def _stored_choice(path: Path, machine: dict[str, Any]) -> str | None:
