@@ -10,7 +10,7 @@ Then on SciFact *test* (top-30): nDCG@10 of the first stage, teacher and student
 query for 30 candidates: sentence-transformers ``CrossEncoder(teacher).predict`` vs our backend with the teacher and
 with the student (torch, onnx, fast), interleaved round by round in one run.
 
-    python bench/distill.py --layers 2 --corpus-queries sentence,title --teacher-runtime fast --bf16 \
+    python bench/distill.py --layers 2 --corpus-queries sentence title --teacher-runtime fast --bf16 \
         --out bench/results/distill
 """
 
@@ -106,7 +106,11 @@ def main() -> None:
     )
     parser.add_argument("--queries-per-batch", type=int, default=4)
     parser.add_argument(
-        "--corpus-queries", help="comma-separated offline pseudo-query strategies over the corpus to distil on as well"
+        "--corpus-queries",
+        nargs="+",
+        default=[],
+        help="offline pseudo-query strategies over the corpus to distil on as well (`sentence title`, as in the CLI, "
+        "or comma-separated)",
     )
     parser.add_argument(
         "--teacher-runtime", default="torch", help="runtime scoring the student's targets (evaluation: always torch)"
@@ -137,13 +141,14 @@ def main() -> None:
 
     name = f"{args.layers.replace(',', '-')}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
     name += f"-{args.epochs}ep-lr{args.learning_rate:g}" + (f"-budget{args.time_budget:g}" if args.time_budget else "")
-    if args.corpus_queries:
-        name += f"-plus-{args.corpus_queries.replace(',', '-')}"
+    strategies = [s for arg in args.corpus_queries for s in arg.split(",") if s]
+    if strategies:
+        name += f"-plus-{'-'.join(strategies)}"
     student_dir = work / f"distilled-{name}"
     start = time.perf_counter()
     if not (args.reuse and (student_dir / "config.json").exists()):
         documents = load_corpus(args.data)  # BEIR folder: titles kept apart from the text
-        more = [offline_pseudo_queries(documents, s).dataset for s in (args.corpus_queries or "").split(",") if s]
+        more = [offline_pseudo_queries(documents, s).dataset for s in strategies]
         for extra in more:
             print(f"{extra.name}: {len(extra.queries)} queries", flush=True)
         _, log = distil_cross_encoder(
