@@ -7,6 +7,7 @@ export is only reused on the same CPU model and feature flags with the same runt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import re
@@ -17,8 +18,12 @@ from typing import Any
 RUNTIME_PACKAGES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 
 
+@functools.cache
 def cpu_and_versions() -> dict[str, Any]:
-    """The CPU (model name and a hash of its feature flags) and the installed runtime packages' versions."""
+    """The CPU (model name and a hash of its feature flags) and the installed runtime packages' versions.
+
+    Read once per process: every guarded load and every "fast" choice asks, and neither can change meanwhile.
+    """
     cpu, flags = platform.processor() or platform.machine(), ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
