@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import cache
 from pathlib import Path
+
+
+@cache
+def cpu_fields() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields (``model name``, ``flags``, ``cpu family``...); {} off Linux."""
+    cpuinfo, fields = Path("/proc/cpuinfo"), {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep and fields:  # a blank line ends the first processor
+                break
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def describe_machine() -> str:
     """``CPU model, N cores, SIMD flags that matter for inference``, e.g. ``Intel Xeon, 2 cores, AVX-512 VNNI AMX``."""
-    model, flags, ids = platform.machine(), set(), {}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == platform.machine():
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-            elif key.strip() in ("cpu family", "model"):
-                ids.setdefault(key.strip(), value.strip())
-    if ids:  # a guest's model name can be generic ("Intel(R) Xeon(R) Processor"); family/model name the generation
-        model += f" (family {ids.get('cpu family', '?')} model {ids.get('model', '?')})"
+    fields = cpu_fields()
+    model, flags = fields.get("model name", platform.machine()), set(fields.get("flags", "").split())
+    # A guest's model name can be generic ("Intel(R) Xeon(R) Processor"): family and model name the generation.
+    if "cpu family" in fields:
+        model += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
     simd = [
         name
         for flag, name in (
@@ -34,3 +41,16 @@ def describe_machine() -> str:
         if flag in flags
     ]
     return f"{model}, {os.cpu_count()} cores, {' '.join(simd) or 'no AVX2'}, no GPU"
+
+
+def fp32_peak_facts() -> tuple[str, float, int, bool]:
+    """CPU model name, nominal clock (GHz), fp32 lanes per FMA unit, and whether it runs AVX-512.
+
+    16 lanes with AVX-512, 8 with AVX2, and 8 on AMD family 25 (Zen 4): it runs AVX-512 instructions on 256-bit
+    FMA units, so its fp32 peak is that of AVX2.
+    """
+    fields = cpu_fields()
+    avx512 = "avx512f" in fields.get("flags", "").split()
+    zen4 = fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
+    lanes = 16 if avx512 and not zen4 else 8
+    return fields.get("model name", "?"), float(fields.get("cpu MHz", "0")) / 1000, lanes, avx512

@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from _machine import describe_machine
 
 from rerank_plugins import CrossEncoderBackend
 from rerank_plugins.data import load_dataset
@@ -154,9 +155,7 @@ def main() -> None:
 
     say(f"# Reduced-precision recipes for one reranker\n\ncommand: `python {' '.join(sys.argv)}`  ")
     say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
-    say(f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu})  ")
+    say(f"machine: {platform.machine()}, {describe_machine()}  ")
     say(f"load average at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}  ")
     say(f"model: {args.cross_encoder}\n")
 

@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from _machine import fp32_peak_facts
 
 from rerank_plugins import BiEncoderBackend, CrossEncoderBackend, resolve_model_path
 from rerank_plugins.data import demo_data_path, load_dataset
@@ -54,20 +55,6 @@ def uptime() -> str:
 
 def top10_overlap(reference: list[list[int]], candidate: list[list[int]]) -> float:
     return float(np.mean([len(set(r[:10]) & set(c[:10])) / min(10, len(r)) for r, c in zip(reference, candidate)]))
-
-
-def cpu_facts() -> tuple[str, float, int, bool]:
-    """CPU model name, nominal clock (GHz), fp32 lanes per FMA unit, and whether it runs AVX-512.
-
-    16 lanes with AVX-512, 8 with AVX2, and 8 on AMD family 25 (Zen 4): it runs AVX-512 instructions on 256-bit
-    FMA units, so its fp32 peak is that of AVX2.
-    """
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    field = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip() for ln in info if ":" in ln}
-    avx512 = "avx512f" in field.get("flags", "").split()
-    zen4 = field.get("vendor_id") == "AuthenticAMD" and field.get("cpu family") == "25"
-    lanes = 16 if avx512 and not zen4 else 8
-    return field.get("model name", "?"), float(field.get("cpu MHz", "0")) / 1000, lanes, avx512
 
 
 def best_sgemm(repeats: int = 3) -> tuple[float, str]:
@@ -231,7 +218,7 @@ def main() -> None:
 
     import torch
 
-    cpu, ghz, lanes, avx512 = cpu_facts()
+    cpu, ghz, lanes, avx512 = fp32_peak_facts()
     say(f"# Speed benchmark\n\ncommand: `python {' '.join(sys.argv)}`  ")
     say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
     say(
