@@ -274,6 +274,22 @@ def test_teacher_scores_come_from_the_cache_on_a_second_run(tiny_cross_path, tmp
         assert np.allclose(a.teacher, original([(a.query, a.documents)])[0], atol=1e-6)
 
 
+def test_deeper_candidate_lists_score_only_the_pairs_not_cached(tiny_cross_path, tmp_path):
+    pairs = [("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")]
+    data = from_pairs(pairs, corpus=["a third document about seoul"])
+    teacher = CrossEncoderBackend(tiny_cross_path, cache_size=0)
+    cache = tmp_path / "scores.sqlite"
+    docs = sorted(data.corpus, key=lambda d: data.corpus[d] == "a third document about seoul")
+    teacher_groups(teacher, data, {q: docs[:2] for q in data.queries}, cache=cache, show_progress=False)
+    calls = []
+    original = teacher.score_batch
+    teacher.score_batch = lambda requests, **kw: calls.append(requests) or original(requests, **kw)
+    deep = teacher_groups(teacher, data, {q: docs for q in data.queries}, cache=cache, show_progress=False)
+    assert [[list(d) for _, d in requests] for requests in calls] == [[["a third document about seoul"]] * 2]
+    for group in deep:  # cached and fresh scores in the candidates' order
+        assert np.allclose(group.teacher, original([(group.query, group.documents)])[0], atol=1e-5)
+
+
 def test_teacher_scores_of_another_runtime_are_not_served_from_the_cache(tiny_cross_path, tmp_path):
     """A reduced-precision teacher gives slightly different targets: it must not reuse (or poison) fp32 ones."""
     data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])

@@ -169,7 +169,7 @@ def teacher_groups(
     """The teacher's raw scores for every query's candidates (queries with fewer than 2 candidates are skipped).
 
     ``cache``: an SQLite file keeping the scores across runs, keyed by the teacher's content, its max length and
-    both texts, so a rerun (or a second student) does not score the same pairs again.
+    both texts, so a rerun (or a second student, or deeper candidate lists) does not score the same pairs again.
     """
     from tqdm.auto import tqdm
 
@@ -188,10 +188,17 @@ def teacher_groups(
             chunk = requests[start : start + QUERIES_PER_TEACHER_CALL]
             keys = [[text_digest(query) + text_digest(d) for d in docs] for _, query, docs in chunk]
             found = store.get_many([k for row in keys for k in row]) if store is not None else {}
-            todo = [i for i, row in enumerate(keys) if any(k not in found for k in row)]
+            # Only the pairs not cached yet: deepening the candidate lists scores just the new ones.
+            todo = [
+                (query, [(k, d) for k, d in zip(row, docs) if k not in found])
+                for (_, query, docs), row in zip(chunk, keys)
+            ]
+            todo = [(query, missing) for query, missing in todo if missing]
             if todo:
-                scored = teacher.score_batch([(chunk[i][1], chunk[i][2]) for i in todo])
-                fresh = [(k, np.array([s])) for i, row in zip(todo, scored) for k, s in zip(keys[i], row)]
+                scored = teacher.score_batch([(query, [d for _, d in missing]) for query, missing in todo])
+                fresh = [
+                    (k, np.array([s])) for (_, missing), row in zip(todo, scored) for (k, _), s in zip(missing, row)
+                ]
                 found.update(fresh)
                 if store is not None:
                     store.put_many(fresh)
