@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-from functools import cache
-from pathlib import Path
 
-
-@cache
-def cpu_fields() -> dict[str, str]:
-    """The first processor's ``/proc/cpuinfo`` fields (``model name``, ``flags``, ``cpu family``...); {} off Linux."""
-    cpuinfo, fields = Path("/proc/cpuinfo"), {}
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if not sep and fields:  # a blank line ends the first processor
-                break
-            if sep:
-                fields.setdefault(key.strip(), value.strip())
-    return fields
+from rerank_plugins.models.runtimes.machine import cpu_fields
 
 
 def describe_machine() -> str:
