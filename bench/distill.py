@@ -116,6 +116,12 @@ def main() -> None:
         "--teacher-runtime", default="torch", help="runtime scoring the student's targets (evaluation: always torch)"
     )
     parser.add_argument("--bf16", action="store_true", help="train the student in bfloat16 autocast")
+    parser.add_argument(
+        "--label-weight",
+        type=float,
+        default=0.0,
+        help="hard-label term beside the KL (train qrels; pseudo-queries' own abstracts); 0: pure distillation",
+    )
     parser.add_argument("--speed-queries", type=int, default=8)
     parser.add_argument("--speed-rounds", type=int, default=3, help="0: no speed measurement")
     parser.add_argument("--reuse", action="store_true", help="reuse a student already in --work")
@@ -144,6 +150,8 @@ def main() -> None:
     strategies = [s for arg in args.corpus_queries for s in arg.split(",") if s]
     if strategies:
         name += f"-plus-{'-'.join(strategies)}"
+    if args.label_weight:
+        name += f"-labels{args.label_weight:g}"
     student_dir = work / f"distilled-{name}"
     start = time.perf_counter()
     if not (args.reuse and (student_dir / "config.json").exists()):
@@ -165,6 +173,7 @@ def main() -> None:
                 learning_rate=args.learning_rate,
                 time_budget_s=args.time_budget,
                 bf16=args.bf16,
+                label_weight=args.label_weight,
             ),
             teacher_cache=cache,
         )

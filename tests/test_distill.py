@@ -243,12 +243,15 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
             "--teacher-runtime",
             "onnx",
             "--bf16",
+            "--label-weight",
+            "0.5",
         ]
     )
     assert code == 0, capsys.readouterr().err
     assert "Student saved to" in capsys.readouterr().out
     card = json.loads((output / "rerank_plugins_training.json").read_text())
     assert card["parameters"]["bf16"] is True and card["parameters"]["teacher_runtime"] == "onnx"
+    assert card["parameters"]["label_weight"] == 0.5 and "labels weighted 0.5" in card["data"]
     assert "pseudo-queries (terms)" in card["data"] and "pseudo-queries (sentence)" in card["data"]
     assert card["data"].count("queries x") == 1
     assert card["training"]["steps"] > 24 / 16  # 24 labelled training queries plus the corpus's pseudo-queries
@@ -334,4 +337,29 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
         )
     with pytest.raises(TypeError, match="FirstStage or a mapping"):
         distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=["d1"], layers=1)
+    with pytest.raises(ValueError, match="label_weight must be >= 0"):
+        DistillationConfig(label_weight=-0.5)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_label_term_teaches_what_the_teacher_does_not_know(tiny_cross_path, tmp_path):
+    """An untrained teacher ranks at chance: only the hard-label term can teach the student the topic task."""
+    from test_learning import cross_encoder_mrr
+
+    train, train_negatives = topic_data(2000, seed=3)
+    check, check_negatives = topic_data(60, seed=4)
+    chance = cross_encoder_mrr(tiny_cross_path, check, check_negatives)
+    path, _ = distil_cross_encoder(
+        tiny_cross_path,
+        train,
+        tmp_path / "student",
+        candidates=candidates_of(train, train_negatives),
+        layers=[0],
+        config=DistillationConfig(epochs=2, queries_per_batch=8, learning_rate=2e-3, label_weight=4.0),
+        show_progress=False,
+    )
+    learned = cross_encoder_mrr(path, check, check_negatives)
+    assert chance < 0.5, f"the untrained teacher already ranks the topic ({chance:.3f}): this proves nothing"
+    assert learned >= 0.8 and learned - chance >= 0.3, f"held-out MRR teacher {chance:.3f}, student {learned:.3f}"
+    card = json.loads((path / "rerank_plugins_training.json").read_text())
+    assert card["distillation"]["loss"] == "listwise KL + 4 x label cross-entropy"

@@ -246,6 +246,13 @@ def _parser() -> argparse.ArgumentParser:
         help="train in bfloat16 autocast: up to ~2x faster on CPUs with native bf16 (not all: time "
         "bench/bf16_training_step.py), ~20x slower on others",
     )
+    distill.add_argument(
+        "--label-weight",
+        type=float,
+        default=0.0,
+        help="also learn the labelled positives (qrels; a pseudo-query's own passage) with this weight beside the "
+        "teacher's scores (default: %(default)s, the teacher alone)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="metrics before and after reranking, with latency")
     _add_data(evaluate, "test")
@@ -457,6 +464,7 @@ def _run(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             time_budget_s=args.time_budget,
             bf16=args.bf16,
+            label_weight=args.label_weight,
         )
         dataset = load_dataset(args.data, args.split)
         more = []

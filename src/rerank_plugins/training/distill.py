@@ -6,13 +6,16 @@ about three times faster than a 6-layer teacher (FlashRank's default reranker is
 The student starts as the teacher with only some of its layers (embeddings and scoring head kept, so it scores
 sensibly from the first step) and learns to reproduce the teacher's scores on the candidates it will rerank at
 inference: each query's top-``first_stage_k`` from a first stage. No labels are needed: the teacher labels the
-pairs, so any queries over your corpus will do. Labels, where the data has them, serve only to tune the fusion
-weight on the held-out queries (``fusion_weight="auto"``).
+pairs, so any queries over your corpus will do. Labels, where the data has them, tune the fusion weight on the
+held-out queries (``fusion_weight="auto"``) and, with ``label_weight > 0``, add a hard-label term to the loss.
 
 Loss: listwise KL divergence per query, ``KL(softmax(teacher / T) || softmax(student / T)) * T^2``. A reranker only
 has to order one query's candidates, and the library's teachers are trained listwise (softmax over a query's group),
 so their scores are the logits of exactly this distribution; KL also weights the top of the list, where nDCG@10 is
 decided, most. MarginMSE would spend as much effort on the order of two irrelevant candidates at the bottom.
+With ``label_weight`` w, a query whose candidates include a labelled positive adds w times the listwise
+cross-entropy of those positives (``-log`` of the student's softmax mass on them): a student that only imitates the
+teacher cannot do better than it, and a teacher can be weaker alone than the first stage it reranks.
 """
 
 from __future__ import annotations
@@ -62,11 +65,16 @@ class DistillationConfig:
     """Run the student's forward pass in bfloat16 autocast (weights and optimiser stay fp32). Measure first
     (bench/bf16_training_step.py): 2.2x faster on an AMD EPYC with AVX-512 BF16, 0.88x on an Emerald Rapids guest
     with AVX-512 BF16 but AMX hidden, about 20x *slower* where bf16 is emulated (a warning says so)."""
+    label_weight: float = 0.0
+    """Weight of the hard-label term beside the KL to the teacher, on queries with a labelled positive among their
+    candidates (a data set's qrels; a pseudo-query's own passage); 0: pure distillation."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "queries_per_batch"):
             check_positive_int(getattr(self, name), name)
+        if not self.label_weight >= 0:
+            raise ValueError(f"label_weight must be >= 0, got {self.label_weight}")
         if self.max_length is not None:
             check_positive_int(self.max_length, "max_length")
         if not self.temperature > 0:
@@ -77,12 +85,13 @@ class DistillationConfig:
 
 @dataclass(frozen=True)
 class Group:
-    """One query's candidates with the teacher's raw scores (the training target)."""
+    """One query's candidates with the teacher's raw scores (the training target) and which are labelled relevant."""
 
     query_id: str
     query: str
     documents: list[str]
     teacher: np.ndarray
+    relevant: np.ndarray
 
 
 def cpu_computes_bf16() -> bool | None:
@@ -176,6 +185,7 @@ def teacher_groups(
     requests = [
         (q, dataset.queries[q], [dataset.corpus[d] for d in docs]) for q, docs in candidates.items() if len(docs) >= 2
     ]
+    relevant = {q: np.isin(docs, dataset.positives(q)) for q, docs in candidates.items() if len(docs) >= 2}
     store = None
     if cache is not None:
         namespace = f"teacher-scores:{model_fingerprint(teacher.path)}:{teacher.max_length}"
@@ -204,7 +214,7 @@ def teacher_groups(
                     store.put_many(fresh)
             for (query_id, query, docs), row in zip(chunk, keys):
                 scores = np.array([found[k][0] for k in row], dtype=np.float32)
-                groups.append(Group(query_id, query, docs, scores))
+                groups.append(Group(query_id, query, docs, scores, relevant[query_id]))
             progress.update(len(chunk))
     return groups
 
@@ -216,6 +226,14 @@ def listwise_kl(student: Any, teacher: Any, temperature: float) -> Any:
     target = torch.log_softmax(teacher / temperature, dim=-1)
     log_student = torch.log_softmax(student / temperature, dim=-1)
     return torch.sum(target.exp() * (target - log_student)) * temperature**2
+
+
+def label_cross_entropy(student: Any, relevant: Any) -> Any:
+    """``-log`` of the student's softmax mass on one query's relevant candidates (a boolean mask, one or more)."""
+    import torch
+
+    log_student = torch.log_softmax(student, dim=-1)
+    return -torch.logsumexp(log_student[relevant], dim=-1)
 
 
 def _candidates(
@@ -271,12 +289,13 @@ def distil_cross_encoder(
     """Train a ``layers``-layer student of ``teacher`` on ``dataset``'s queries; save it to ``output_dir``.
 
     ``candidates``: a first stage (its top-``first_stage_k`` per query: the lists the student will rerank) or a
-    mapping of query id to document ids. Only queries and corpus are used for training, never labels. A
-    ``held_out`` fraction of the queries measures agreement with the teacher after each epoch (the best epoch is
-    kept) and, when they are labelled and ``candidates`` is a first stage, tunes the stored fusion weight.
+    mapping of query id to document ids. Training uses queries and corpus, and labels only with ``config.label_weight
+    > 0`` (never the held-out queries'). A ``held_out`` fraction of the queries measures agreement with the teacher
+    after each epoch (the best epoch is kept) and, when they are labelled and ``candidates`` is a first stage, tunes
+    the stored fusion weight.
     ``more_queries``: data sets of more queries to learn from, with their own view of the corpus, never held out:
     :func:`~rerank_plugins.training.pseudo_queries.offline_pseudo_queries` over the same documents, since a small
-    student needs many more queries than a data set's labelled ones (its labels are unused too). Their candidates
+    student needs many more queries than a data set's labelled ones (labels as for ``dataset``). Their candidates
     come from ``candidates``, which must then be a first stage.
     The result is a normal cross-encoder directory (our backends, the CLI, sentence-transformers ``CrossEncoder``).
     """
@@ -331,19 +350,21 @@ def distil_cross_encoder(
             logits = student(**features).logits.float()
         return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
 
-    def group_losses(batch: Sequence[Group], scores: Any) -> Any:
+    def group_losses(batch: Sequence[Group], scores: Any, label_weight: float) -> Any:
         losses, start = [], 0
         for group in batch:
             end = start + len(group.documents)
-            target = torch.from_numpy(group.teacher)
-            losses.append(listwise_kl(scores[start:end], target, config.temperature))
+            loss = listwise_kl(scores[start:end], torch.from_numpy(group.teacher), config.temperature)
+            if label_weight and group.relevant.any():
+                loss = loss + label_weight * label_cross_entropy(scores[start:end], torch.from_numpy(group.relevant))
+            losses.append(loss)
             start = end
         return torch.stack(losses)
 
     def held_out_kl() -> float:
         with torch.inference_mode():
             batches = (check[i : i + 4] for i in range(0, len(check), 4))
-            return float(torch.cat([group_losses(b, student_scores(b)) for b in batches]).mean())
+            return float(torch.cat([group_losses(b, student_scores(b), 0.0) for b in batches]).mean())
 
     def batches(epoch: int) -> list[list[Group]]:
         order = list(train)
@@ -359,7 +380,7 @@ def distil_cross_encoder(
         student,
         [{"params": list(student.parameters()), "lr": config.learning_rate}],
         batches,
-        lambda batch: group_losses(batch, student_scores(batch)).mean(),
+        lambda batch: group_losses(batch, student_scores(batch), config.label_weight).mean(),
         epochs=config.epochs,
         warmup_ratio=config.warmup_ratio,
         time_budget_s=config.time_budget_s,
@@ -383,7 +404,9 @@ def distil_cross_encoder(
         kind="cross-encoder",
         base_model=teacher.model_name,
         data=f"{' + '.join(d.name for d in [dataset, *more_queries])}: {len(train)} queries "
-        f"x up to {first_stage_k} candidates ({source}), scored by the teacher (labels unused); {len(check)} held out",
+        f"x up to {first_stage_k} candidates ({source}), scored by the teacher "
+        f"({f'labels weighted {config.label_weight:g}' if config.label_weight else 'labels unused'}); "
+        f"{len(check)} held out",
         parameters={
             **asdict(config),
             "max_length": max_length,
@@ -394,9 +417,8 @@ def distil_cross_encoder(
         training=asdict(log),
         scores=scores,
     )
-    record_training_info(
-        output, "distillation", {"teacher": teacher.model_name, "layers_kept": keep, "loss": "listwise KL"}
-    )
+    loss = "listwise KL" + (f" + {config.label_weight:g} x label cross-entropy" if config.label_weight else "")
+    record_training_info(output, "distillation", {"teacher": teacher.model_name, "layers_kept": keep, "loss": loss})
     labelled_check = dataset.subset([q for q in held if q in dataset.qrels])
     if isinstance(candidates, FirstStage) and labelled_check.queries:
         record_fusion_weight(output, labelled_check, candidates, depth=first_stage_k)
