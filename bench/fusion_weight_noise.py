@@ -17,13 +17,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 from _machine import describe_machine
 from distill import TEACHER, hybrid_stage
 
 from rerank_plugins.data import load_dataset
-from rerank_plugins.evaluation.evaluate import first_stage, rankings, rerank_scores
-from rerank_plugins.evaluation.metrics import ndcg_at_10_per_query
+from rerank_plugins.evaluation.evaluate import first_stage, fused_ndcg_per_query, rerank_scores
+from rerank_plugins.evaluation.metrics import standard_error
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.distill import teacher_groups
 
@@ -57,11 +56,11 @@ def main() -> None:
     header = " | ".join(f"a={w}" for w in WEIGHTS) + " | " + " | ".join(f"a={b} - a={a}" for a, b in PAIRS)
     rows = [f"| reranker | {header} |", "|---" * (1 + len(WEIGHTS) + len(PAIRS)) + "|"]
     for name, scores in scorers.items():
-        per = {w: np.array(ndcg_at_10_per_query(rankings(ids, hits, scores, w), held_out.qrels, ids)) for w in WEIGHTS}
+        per = fused_ndcg_per_query(held_out, ids, hits, scores, WEIGHTS)  # what tune_fusion_weight decides on
         cells = [f"{per[w].mean():.4f}" for w in WEIGHTS]
         for a, b in PAIRS:
             diff = per[b] - per[a]
-            cells.append(f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.4f}")
+            cells.append(f"{diff.mean():+.4f} ± {standard_error(diff):.4f}")
         rows.append(f"| {name} | {' | '.join(cells)} |")
     text = (
         f"# Held-out fusion weights: how far apart they can be told\n\ncommand: `python {' '.join(sys.argv)}`  \n"

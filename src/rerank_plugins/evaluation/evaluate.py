@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rerank_plugins.data import RetrievalDataset
-from rerank_plugins.evaluation.metrics import compute_metrics, ndcg_at_10_per_query
+from rerank_plugins.evaluation.metrics import compute_metrics, ndcg_at_10_per_query, standard_error
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import fuse
@@ -74,6 +74,20 @@ def rankings(
     return out
 
 
+def fused_ndcg_per_query(
+    dataset: RetrievalDataset,
+    query_ids: Sequence[str],
+    hits: Sequence[Sequence[SearchHit]],
+    scores: Sequence[np.ndarray],
+    weights: Sequence[float],
+) -> dict[float, np.ndarray]:
+    """Each query's nDCG@10 with reranker and first stage fused at each weight (paired across weights)."""
+    return {
+        w: np.array(ndcg_at_10_per_query(rankings(query_ids, hits, scores, w), dataset.qrels, query_ids))
+        for w in weights
+    }
+
+
 def tune_fusion_weight(
     dataset: RetrievalDataset,
     query_ids: Sequence[str],
@@ -88,18 +102,15 @@ def tune_fusion_weight(
     a weight chosen that way loses on new queries (measured on KorQuAD: 0.2 won by +0.002 on 60 held-out
     questions and lost 0.005 nDCG@10 on the test questions). Otherwise the first stage's order is kept (0).
     """
-    per_query = {
-        w: np.array(ndcg_at_10_per_query(rankings(query_ids, hits, scores, w), dataset.qrels, query_ids))
-        for w in weights
-    }
+    per_query = fused_ndcg_per_query(dataset, query_ids, hits, scores, weights)
     sweep = {str(w): float(np.mean(values)) for w, values in per_query.items()}
     best = max(weights, key=lambda w: (sweep[str(w)], w))  # ties go to trusting the reranker more
     result: dict[str, Any] = {"weight": best, "ndcg@10_by_weight": sweep, "queries": len(query_ids)}
     if best != 0 and 0 in per_query and len(query_ids) > 1:
         gains = per_query[best] - per_query[0]
-        standard_error = float(np.std(gains, ddof=1) / np.sqrt(len(gains)))
-        result.update(gain_over_first_stage=float(gains.mean()), standard_error=standard_error)
-        if gains.mean() <= standard_error:
+        error = standard_error(gains)
+        result.update(gain_over_first_stage=float(gains.mean()), standard_error=error)
+        if gains.mean() <= error:
             result["weight"] = 0.0
             result["kept_first_stage"] = "the best weight's gain over the first stage is within one standard error"
     return result

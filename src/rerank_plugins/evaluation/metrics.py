@@ -6,6 +6,7 @@ Binary relevance for hit/recall/MRR; graded relevance (the qrels value) for nDCG
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 
@@ -48,6 +49,11 @@ def ndcg_at_10_per_query(
 ) -> list[float]:
     """nDCG@10 of each query, judged as :func:`compute_metrics` judges it (for paired comparisons)."""
     return [ndcg_at_k(*judged(rankings.get(q, []), qrels[q], q), 10) for q in query_ids]
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of paired per-query gains; infinite below two values (nothing to judge by)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.inf
 
 
 def compute_metrics(

@@ -29,7 +29,7 @@ import numpy as np
 
 from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, tune_hybrid_weight
-from rerank_plugins.evaluation.metrics import ndcg_at_10_per_query
+from rerank_plugins.evaluation.metrics import ndcg_at_10_per_query, standard_error
 from rerank_plugins.evaluation.report import write_report
 from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.first_stage.hybrid import HybridIndex
@@ -118,7 +118,7 @@ def _guard(held_out: RetrievalDataset, base: dict[str, list[str]], adapted: dict
     before = np.array(ndcg_at_10_per_query(base, held_out.qrels, query_ids))
     after = np.array(ndcg_at_10_per_query(adapted, held_out.qrels, query_ids))
     gains = after - before
-    error = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("inf")
+    error = standard_error(gains)
     return {
         "base_ndcg@10": float(before.mean()),
         "adapted_ndcg@10": float(after.mean()),
