@@ -18,15 +18,13 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _machine import describe_machine
+from _machine import result_header
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.data.corpus import load_corpus
@@ -139,11 +137,10 @@ def main() -> None:
         test = test.subset(sample, f"{test.name}[{args.max_test_queries} sampled]")
     bi = report["bi_encoder"]
     lines = [
-        f"# adapt without labels on {test.name}: real test queries, original corpus",
-        "",
-        f"Command: `python {' '.join(sys.argv)}`",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {describe_machine()}; "
-        f"load average at start {os.getloadavg()[0]:.2f}",
+        result_header(
+            f"adapt without labels on {test.name}: real test queries, original corpus",
+            f"load average at start {os.getloadavg()[0]:.2f}",
+        ),
         "",
         f"Pseudo-queries ({args.strategy}): {json.dumps(pseudo.summary())}; generated in {generation_s:.1f} s.",
         f"adapt: {report['queries']['train']} training / {report['queries']['held_out']} held-out pseudo-queries, "

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from _machine import describe_machine
+from _machine import result_header
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from rerank_plugins.models.resolve import resolve_model_path
@@ -57,10 +54,12 @@ def main() -> None:
     ]
     ratio = float(np.median(times[False]) / np.median(times[True]))
     text = (
-        f"# Training step, fp32 vs bf16 autocast\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {describe_machine()}, {platform.platform()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}\n\n"
+        result_header(
+            "Training step, fp32 vs bf16 autocast",
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+            f"load average {os.getloadavg()[0]:.2f}",
+        )
+        + "\n\n"
         "2-layer MiniLM cross-encoder, 64 pairs x 128 tokens, forward + backward + AdamW, interleaved rounds\n\n"
         "| precision | best ms | median ms |\n|---|---|---|\n"
         + "\n".join(rows)

@@ -22,18 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _machine import result_header
 from transformers import TrainerCallback
 
 from rerank_plugins.data import RetrievalDataset, load_dataset
@@ -615,11 +614,11 @@ def main() -> None:
             bi_rows.append((run["trainer"], report["metrics"]["first_stage"], None))
 
     header = (
-        f"# Our trainers and miner against sentence-transformers' on {args.data}\n\n"
-        f"command: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"{platform.platform()}, Python {platform.python_version()}  \n"
+        result_header(
+            f"Our trainers and miner against sentence-transformers' on {args.data}",
+            f"torch threads {torch.get_num_threads()}",
+        )
+        + "  \n"
         f"versions: sentence-transformers {_version('sentence-transformers')}, transformers "
         f"{_version('transformers')}, torch {_version('torch')}, datasets {_version('datasets')}\n\n"
         f"Data: corpus {len(train.corpus)} documents; train {len(train.queries)} queries "

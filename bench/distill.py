@@ -19,18 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from _machine import describe_machine
+from _machine import result_header
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.data.corpus import load_corpus
@@ -236,11 +234,12 @@ def main() -> None:
     ]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     text = (
-        f"# Distilled reranker on SciFact\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {describe_machine()}, {platform.platform()}; load average {load_before[0]:.2f} at start, "
-        f"{load_speed[0]:.2f} before the speed rounds; "
-        f"`uptime` at the end: {uptime}\n\n"
+        result_header(
+            "Distilled reranker on SciFact",
+            f"load average {load_before[0]:.2f} at start, {load_speed[0]:.2f} before the speed rounds",
+            f"`uptime` at the end: {uptime}",
+        )
+        + "\n\n"
         f"Teacher: `{args.teacher}`. Student: `{student_dir}`, layers kept {record['parameters']['layers_kept']}, "
         f"{record['training']['steps']} steps in {record['training']['seconds']:.0f} s (planned "
         f"{record['training']['planned_steps']}, stopped by time budget: "

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import result_header
 
 from rerank_plugins.data import RetrievalDataset, load_dataset
 from rerank_plugins.evaluation.metrics import compute_metrics
@@ -69,11 +68,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"# First stages on {args.data}",
-        "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+        result_header(f"First stages on {args.data}") + "  ",
         "Metrics over all labelled queries of each split; search depth 100; query time = all queries of the split "
         "(dense: embedding + search).",
         "",

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from _machine import result_header
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.first_stage import FaissIndex
@@ -96,11 +94,7 @@ def main() -> None:
             )
         print(rows[-1], flush=True)
     lines = [
-        "# First-stage speed: lexical vs dense",
-        "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+        result_header("First-stage speed: lexical vs dense") + "  ",
         f"Queries: the {len(queries)} SciFact test claims, top-100 each, one batch; dense query time includes "
         "embedding the queries (no cache).",
         "",

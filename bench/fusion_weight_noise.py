@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _machine import describe_machine
+from _machine import result_header
 from distill import TEACHER, hybrid_stage
 
 from rerank_plugins.data import load_dataset
@@ -63,8 +61,7 @@ def main() -> None:
             cells.append(f"{diff.mean():+.4f} ± {standard_error(diff):.4f}")
         rows.append(f"| {name} | {' | '.join(cells)} |")
     text = (
-        f"# Held-out fusion weights: how far apart they can be told\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \nmachine: {describe_machine()}\n\n"
+        result_header("Held-out fusion weights: how far apart they can be told") + "\n\n"
         f"{len(ids)} held-out SciFact train claims, top-{args.depth} of the hybrid first stage; nDCG@10 fused at "
         "weight a, and paired per-claim differences (mean ± standard error)\n\n" + "\n".join(rows) + "\n"
     )

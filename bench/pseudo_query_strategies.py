@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import result_header
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.data.corpus import load_corpus
@@ -52,11 +51,10 @@ def main() -> None:
     args = parser.parse_args()
 
     lines = [
-        "# Offline pseudo-query strategies: bi-encoder trained on each, dense first stage on real test queries",
-        "",
-        f"Command: `python {' '.join(sys.argv)}`",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()},"
-        f" {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.2f}",
+        result_header(
+            "Offline pseudo-query strategies: bi-encoder trained on each, dense first stage on real test queries",
+            f"load average at start {os.getloadavg()[0]:.2f}",
+        ),
         "",
         "| model | pseudo-queries used | rejected | train s | nDCG@10 | hit@1 | hit@10 | recall@100 |",
         "|---|---|---|---|---|---|---|---|",

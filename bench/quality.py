@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import result_header
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
@@ -269,11 +269,7 @@ def main() -> None:
             f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | "
             f"{m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |"
         )
-    header = (
-        f"# {args.data} quality benchmark\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n"
-    )
+    header = result_header(f"{args.data} quality benchmark") + "\n\n"
     text = (
         header
         + "\n".join(table)

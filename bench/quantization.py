@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from _machine import describe_machine
+from _machine import result_header
 
 from rerank_plugins import CrossEncoderBackend
 from rerank_plugins.data import load_dataset
@@ -153,9 +150,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/quantization.md")
     args = parser.parse_args()
 
-    say(f"# Reduced-precision recipes for one reranker\n\ncommand: `python {' '.join(sys.argv)}`  ")
-    say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
-    say(f"machine: {platform.machine()}, {describe_machine()}  ")
+    say(result_header("Reduced-precision recipes for one reranker") + "  ")
     say(f"load average at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}  ")
     say(f"model: {args.cross_encoder}\n")
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _machine import result_header
 
 from rerank_plugins.data import demo_data_path, load_beir
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
@@ -57,11 +56,7 @@ def main() -> None:
                 embed(query)
                 seconds[name].append(time.perf_counter() - start)
     lines = [
-        "# Single-query embedding latency",
-        "",
-        f"command: `python {' '.join(sys.argv)}`  ",
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        result_header("Single-query embedding latency"),
         "",
         f"{len(queries)} SciFact claims x {args.rounds} rounds, embedders interleaved by round.",
         "",

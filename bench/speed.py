@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from _machine import fp32_peak_facts
+from _machine import fp32_peak_facts, result_header
 
 from rerank_plugins import BiEncoderBackend, CrossEncoderBackend, resolve_model_path
 from rerank_plugins.data import demo_data_path, load_dataset
@@ -218,12 +215,14 @@ def main() -> None:
 
     import torch
 
-    cpu, ghz, lanes, avx512 = fp32_peak_facts()
-    say(f"# Speed benchmark\n\ncommand: `python {' '.join(sys.argv)}`  ")
-    say(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ")
+    ghz, lanes = fp32_peak_facts()
     say(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu}, {ghz:.2f} GHz nominal, "
-        f"{'AVX-512' if avx512 else 'AVX2'}), torch {torch.__version__} ({torch.get_num_threads()} threads)  "
+        result_header(
+            "Speed benchmark",
+            f"{ghz:.2f} GHz nominal",
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        )
+        + "  "
     )
     say(f"load average at start: {uptime()}  ")
     say(f"cross-encoder: {cross_path}; data: {args.data} ({args.split}); {args.queries} queries per depth, ")

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from _machine import describe_machine
+from _machine import result_header
 from sentence_transformers import CrossEncoder
 from transformers import AutoTokenizer
 
@@ -87,10 +85,11 @@ def main() -> None:
         for name, s in seconds.items()
     ]
     text = (
-        f"# Student speed on this machine (untrained students cut from the teacher)\n\n"
-        f"command: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {describe_machine()}; load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end\n\n"
+        result_header(
+            "Student speed on this machine (untrained students cut from the teacher)",
+            f"load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        )
+        + "\n\n"
         f"{args.queries} SciFact test claims x {args.candidates} random abstracts, max length 128, batch 32, "
         f"{args.rounds} interleaved rounds; p50 per query\n\n"
         "| scorer | p50 ms | p95 ms | speed-up vs predict (p50) |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"

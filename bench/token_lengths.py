@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _machine import result_header
 from transformers import AutoTokenizer
 
 from rerank_plugins.models.resolve import resolve_model_path
@@ -50,11 +48,7 @@ def main() -> None:
                 past_bi += first_answer_token >= args.bi_max_length - 2  # [CLS] ... [SEP]
                 past_cross += first_answer_token >= args.cross_max_length - question - 3  # [CLS] q [SEP] d [SEP]
     sample = " ".join(articles[0]["paragraphs"][0]["context"].split()[:2])
-    print(
-        f"# Token lengths: {args.data}\n\ncommand: `python {' '.join(sys.argv)}`  \n"
-        f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  \n"
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs\n\ntokenizer: {args.model}\n"
-    )
+    print(result_header(f"Token lengths: {args.data}") + f"\n\ntokenizer: {args.model}\n")
     print(f"- `{sample}` tokenizes as {tokenizer.tokenize(sample)}")
     print(
         f"- paragraphs: {len(paragraph_lengths)}, tokens median {statistics.median(paragraph_lengths):.0f}, "
