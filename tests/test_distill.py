@@ -363,3 +363,49 @@ def test_the_label_term_teaches_what_the_teacher_does_not_know(tiny_cross_path, 
     assert learned >= 0.8 and learned - chance >= 0.3, f"held-out MRR teacher {chance:.3f}, student {learned:.3f}"
     card = json.loads((path / "rerank_plugins_training.json").read_text())
     assert card["distillation"]["loss"] == "listwise KL + 4 x label cross-entropy"
+
+
+def test_the_student_fusion_weight_is_matched_to_the_teachers_fused_ranking(teacher, tmp_path):
+    """The stored weight makes the student's fused ranking reproduce the teacher's: a student that scores exactly as
+    the teacher does gets the teacher's weight, stored with it or tuned on held-out labels; with neither, none."""
+    import shutil
+
+    from rerank_plugins.training.distill import record_student_fusion_weight
+    from rerank_plugins.training.recipes import record_training_info
+
+    check, negatives = topic_data(30, seed=6)
+    rng = np.random.default_rng(0)  # 20 candidates in a random first-stage order: more than a top-10 to compare
+    by_query = {
+        check.queries[q]: list(rng.permutation([*docs, *rng.choice(sorted(set(check.corpus) - set(docs)), 12)]))
+        for q, docs in candidates_of(check, negatives).items()
+    }
+    stage = ListedCandidates(check.corpus, by_query)
+    teacher_backend = CrossEncoderBackend(teacher, cache_size=0)
+
+    def student_like_teacher(name: str) -> Path:
+        student = tmp_path / name
+        shutil.copytree(teacher, student)  # its training record has no fusion weight
+        return student
+
+    stored_teacher = tmp_path / "teacher-with-weight"
+    shutil.copytree(teacher, stored_teacher)
+    record_training_info(stored_teacher, "fusion", {"weight": 0.6})
+    student = student_like_teacher("unlabelled")
+    fusion = record_student_fusion_weight(
+        student, CrossEncoderBackend(stored_teacher, cache_size=0), unlabelled(check), stage, depth=20
+    )
+    assert fusion["weight"] == 0.6 == stored_fusion_weight(student) and fusion["top10_overlap_by_weight"]["0.6"] == 1.0
+    assert min(fusion["top10_overlap_by_weight"].values()) < 0.9  # other weights reorder the top 10
+    assert fusion["teacher_weight_from"] == "stored with the teacher" and fusion["queries"] == 30
+    assert "ndcg@10_by_weight" not in fusion  # no labels needed
+    assert "teacher's fused ranking (a = 0.6" in (student / "README.md").read_text()
+
+    student = student_like_teacher("labelled")  # the teacher has no weight: tuned on the held-out labels
+    tuned = record_student_fusion_weight(student, teacher_backend, check, stage, depth=20)
+    assert tuned["teacher_weight_from"] == "tuned on 30 held-out labelled queries"
+    assert tuned["weight"] == tuned["reference_weight"] == stored_fusion_weight(student)
+    assert set(tuned["ndcg@10_by_weight"]) == set(tuned["top10_overlap_by_weight"])
+
+    student = student_like_teacher("nothing")
+    assert record_student_fusion_weight(student, teacher_backend, unlabelled(check), stage, depth=20) is None
+    assert stored_fusion_weight(student) is None

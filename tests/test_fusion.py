@@ -164,3 +164,37 @@ def test_fusion_tuning_results_are_plain_json():
     assert worse["weight"] == 0.0 and "standard_error" not in worse
     assert type(worse["weight"]) is float and type(worse["weight"] > 0) is bool
     json.dumps({**worse, "kept": worse["weight"] > 0})
+
+
+def _matching_case(n_queries: int, student_noise: float | None, seed: int = 0):
+    """Queries with 30 candidates: first-stage scores, a teacher's scores, and a student that is the teacher plus
+    ``student_noise`` (``None``: a student that knows nothing, independent of the teacher)."""
+    from rerank_plugins.schema import Document, SearchHit
+
+    rng = np.random.default_rng(seed)
+    hits, teacher, student = [], [], []
+    for _ in range(n_queries):
+        first = np.sort(rng.normal(size=30))[::-1]
+        hits.append([SearchHit(Document(f"document {i}", f"d{i}"), i, float(s)) for i, s in enumerate(first)])
+        teacher.append(rng.normal(size=30) + 0.5 * first)
+        noise = rng.normal(size=30)
+        student.append(noise if student_noise is None else teacher[-1] + student_noise * noise)
+    return hits, student, teacher
+
+
+def test_the_student_weight_reproduces_the_teachers_fused_ranking():
+    from rerank_plugins.evaluation.evaluate import match_fusion_weight
+
+    hits, _, teacher = _matching_case(40, student_noise=0.0)
+    for weight in (0.0, 0.3, 0.7):  # a perfect student gets the teacher's weight, whatever it is
+        matched = match_fusion_weight(hits, teacher, teacher, weight)
+        assert matched["weight"] == weight and matched["top10_overlap_by_weight"][str(weight)] == 1.0
+    hits, student, teacher = _matching_case(40, student_noise=0.5)
+    close = match_fusion_weight(hits, student, teacher, 0.7)
+    assert 0.4 <= close["weight"] <= 0.8, close  # a good student: near the teacher's weight
+    hits, student, teacher = _matching_case(40, student_noise=None)
+    blind = match_fusion_weight(hits, student, teacher, 0.7)
+    assert blind["weight"] <= 0.3, blind  # a student that knows nothing: mostly the first stage's order
+    sweep = blind["top10_overlap_by_weight"]
+    assert sweep[str(blind["weight"])] == max(sweep.values()) and sweep["1.0"] < sweep[str(blind["weight"])]
+    assert type(blind["weight"]) is float and blind["reference_weight"] == 0.7 and blind["queries"] == 40
