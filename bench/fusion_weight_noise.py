@@ -1,8 +1,10 @@
-"""How well the 81 held-out SciFact train claims separate fusion weights: paired per-claim nDCG@10 differences.
+"""How well the 81 held-out SciFact train claims separate fusion weights, by labels and by agreement with the teacher.
 
-bench/distill.py tunes a student's fusion weight on these claims; this prints, for the teacher (cached scores) and
-each student given, the held-out nDCG@10 at a few weights and the mean difference between pairs of weights with its
-standard error, so one can see whether the weight chosen is distinguishable from its neighbours.
+For the teacher (cached scores) and each student given: the held-out nDCG@10 at a few weights and the mean difference
+between pairs of weights with its standard error, so one can see whether a weight chosen on labels is
+distinguishable from its neighbours. Then, for each student, what the library's rule decides on
+(``match_fusion_weight``): the top-10 overlap of its fused ranking with the teacher's fused ranking (at the teacher's
+weight tuned on these claims), and each weight's paired difference from the best.
 
     python bench/fusion_weight_noise.py runs/bench/distilled-... [more students] --out bench/results/distill/...
 """
@@ -19,7 +21,15 @@ from _machine import result_header
 from distill import TEACHER, hybrid_stage
 
 from rerank_plugins.data import load_dataset
-from rerank_plugins.evaluation.evaluate import first_stage, fused_ndcg_per_query, rerank_scores
+from rerank_plugins.evaluation.evaluate import (
+    FUSION_WEIGHTS,
+    first_stage,
+    fused_ndcg_per_query,
+    fused_overlap_per_query,
+    match_fusion_weight,
+    rerank_scores,
+    tune_fusion_weight,
+)
 from rerank_plugins.evaluation.metrics import standard_error
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.training.distill import teacher_groups
@@ -60,10 +70,28 @@ def main() -> None:
             diff = per[b] - per[a]
             cells.append(f"{diff.mean():+.4f} ± {standard_error(diff):.4f}")
         rows.append(f"| {name} | {' | '.join(cells)} |")
+    teacher_scores = scorers.pop(f"teacher `{args.teacher}`")
+    teacher_weight = tune_fusion_weight(held_out, ids, hits, teacher_scores)["weight"]
+    matched = [
+        "| student | " + " | ".join(f"a={w}" for w in FUSION_WEIGHTS) + " | best |",
+        "|---" * (2 + len(FUSION_WEIGHTS)) + "|",
+    ]
+    for name, scores in scorers.items():
+        per = fused_overlap_per_query(hits, scores, teacher_scores, teacher_weight, FUSION_WEIGHTS)
+        best = match_fusion_weight(hits, scores, teacher_scores, teacher_weight)["weight"]  # the library's rule
+        cells = [
+            f"{per[w].mean():.3f}"
+            + ("" if w == best else f" ({(per[w] - per[best]).mean():+.3f} ± {standard_error(per[w] - per[best]):.3f})")
+            for w in FUSION_WEIGHTS
+        ]
+        matched.append(f"| {name} | {' | '.join(cells)} | {best} |")
     text = (
         result_header("Held-out fusion weights: how far apart they can be told") + "\n\n"
         f"{len(ids)} held-out SciFact train claims, top-{args.depth} of the hybrid first stage; nDCG@10 fused at "
-        "weight a, and paired per-claim differences (mean ± standard error)\n\n" + "\n".join(rows) + "\n"
+        "weight a, and paired per-claim differences (mean ± standard error)\n\n" + "\n".join(rows) + "\n\n"
+        f"Top-10 overlap of each student's fused ranking with the teacher's fused ranking at a={teacher_weight} "
+        "(the teacher's weight tuned on these claims), by the student's weight a; in brackets the paired per-claim "
+        "difference from the best weight (mean ± standard error)\n\n" + "\n".join(matched) + "\n"
     )
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

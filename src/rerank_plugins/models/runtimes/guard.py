@@ -30,16 +30,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def top_k_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> float:
+    """Share of the reference's top ``k`` (or all, if fewer) that the candidate scores also put in their top ``k``."""
+    top = min(k, len(reference))
+    return len(set(np.argsort(-reference)[:top]) & set(np.argsort(-candidate)[:top])) / top
+
+
 def ranking_agreement(
     reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], k: int = 10
 ) -> dict[str, float]:
     """Mean top-k overlap and mean Spearman between two sets of per-query score vectors."""
     overlaps, correlations = [], []
     for ref, cand in zip(reference, candidate):
-        top = min(k, len(ref))
-        if top == 0:
+        if len(ref) == 0:
             continue
-        overlaps.append(len(set(np.argsort(-ref)[:top]) & set(np.argsort(-cand)[:top])) / top)
+        overlaps.append(top_k_overlap(ref, cand, k))
         correlations.append(spearman(ref, cand))
     return {
         "top10_overlap": float(np.mean(overlaps)),
