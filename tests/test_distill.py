@@ -365,7 +365,7 @@ def test_the_label_term_teaches_what_the_teacher_does_not_know(tiny_cross_path, 
     assert card["distillation"]["loss"] == "listwise KL + 4 x label cross-entropy"
 
 
-def test_the_student_fusion_weight_is_matched_to_the_teachers_fused_ranking(teacher, tmp_path):
+def test_the_student_fusion_weight_is_matched_to_the_teachers_fused_ranking(teacher, tmp_path, caplog):
     """The stored weight makes the student's fused ranking reproduce the teacher's: a student that scores exactly as
     the teacher does gets the teacher's weight, stored with it or tuned on held-out labels; with neither, none."""
     import shutil
@@ -389,7 +389,7 @@ def test_the_student_fusion_weight_is_matched_to_the_teachers_fused_ranking(teac
 
     stored_teacher = tmp_path / "teacher-with-weight"
     shutil.copytree(teacher, stored_teacher)
-    record_training_info(stored_teacher, "fusion", {"weight": 0.6})
+    record_training_info(stored_teacher, "fusion", {"weight": 0.6, "first_stage": stage.describe()})
     student = student_like_teacher("unlabelled")
     fusion = record_student_fusion_weight(
         student, CrossEncoderBackend(stored_teacher, cache_size=0), unlabelled(check), stage, depth=20
@@ -399,6 +399,14 @@ def test_the_student_fusion_weight_is_matched_to_the_teachers_fused_ranking(teac
     assert fusion["teacher_weight_from"] == "stored with the teacher" and fusion["queries"] == 30
     assert "ndcg@10_by_weight" not in fusion  # no labels needed
     assert "teacher's fused ranking (a = 0.6" in (student / "README.md").read_text()
+    assert "another first stage" not in caplog.text  # the teacher's weight was tuned with this first stage
+
+    record_training_info(stored_teacher, "fusion", {"weight": 0.6, "first_stage": {"kind": "AnotherFirstStage"}})
+    with caplog.at_level("WARNING"):
+        other = record_student_fusion_weight(
+            student_like_teacher("other"), CrossEncoderBackend(stored_teacher, cache_size=0), check, stage, depth=20
+        )
+    assert other["weight"] == 0.6 and "tuned with another first stage" in caplog.text
 
     student = student_like_teacher("labelled")  # the teacher has no weight: tuned on the held-out labels
     tuned = record_student_fusion_weight(student, teacher_backend, check, stage, depth=20)

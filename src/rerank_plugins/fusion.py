@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,11 +37,18 @@ def fuse(rerank_scores: Sequence[float], retrieval_scores: Sequence[float | None
     return weight * zscore(np.asarray(rerank_scores)) + (1 - weight) * zscore(np.asarray(retrieval_scores, dtype=float))
 
 
-def stored_fusion_weight(model_path: str | Path) -> float | None:
-    """The fusion weight tuned on held-out queries when the model was trained by rerank-plugins, if any."""
+def stored_fusion(model_path: str | Path) -> dict[str, Any]:
+    """The fusion record saved with a model trained by rerank-plugins (weight, the first stage it was tuned with, the
+    sweep); empty when there is none."""
     info = Path(model_path) / TRAINING_INFO
     try:
-        weight = json.loads(info.read_text(encoding="utf-8")).get("fusion", {}).get("weight")
+        fusion = json.loads(info.read_text(encoding="utf-8")).get("fusion", {})
     except (OSError, ValueError, AttributeError):
-        return None
+        return {}
+    return fusion if isinstance(fusion, dict) else {}
+
+
+def stored_fusion_weight(model_path: str | Path) -> float | None:
+    """The fusion weight tuned on held-out queries when the model was trained by rerank-plugins, if any."""
+    weight = stored_fusion(model_path).get("weight")
     return float(weight) if isinstance(weight, (int, float)) else None

@@ -49,7 +49,7 @@ from rerank_plugins.evaluation.evaluate import (
     tune_fusion_weight,
 )
 from rerank_plugins.first_stage.base import FirstStage
-from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.fusion import stored_fusion, stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.disk_cache import DiskEmbeddingCache
 from rerank_plugins.models.lru import text_digest
@@ -468,6 +468,15 @@ def record_student_fusion_weight(
         return [values[i] for i in labelled]
 
     teacher_weight, source = stored_fusion_weight(teacher.path), "stored with the teacher"
+    tuned_with = stored_fusion(teacher.path).get("first_stage")
+    if teacher_weight is not None and tuned_with not in (None, json.loads(json.dumps(stage.describe()))):
+        logger.warning(
+            "the teacher's fusion weight %s was tuned with another first stage (%s; here %s): the student matches "
+            "the teacher's ranking at that weight anyway; distil over the teacher's first stage for a weight that fits",
+            teacher_weight,
+            json.dumps(tuned_with),
+            json.dumps(stage.describe()),
+        )
     if teacher_weight is None and labelled:
         tuned = tune_fusion_weight(
             held_out, labelled_only(query_ids), labelled_only(hits), labelled_only(teacher_scores)
