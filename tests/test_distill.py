@@ -248,7 +248,9 @@ def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_p
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "Student saved to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Student saved to" in printed
+    assert f"Fusion weight stored for --fusion-weight auto: {stored_fusion_weight(output)}" in printed
     card = json.loads((output / "rerank_plugins_training.json").read_text())
     assert card["parameters"]["bf16"] is True and card["parameters"]["teacher_runtime"] == "onnx"
     assert card["parameters"]["label_weight"] == 0.5 and "labels weighted 0.5" in card["data"]

@@ -12,6 +12,7 @@ from rerank_plugins import CrossEncoderBackend, get_bi_encoder
 from rerank_plugins.cli import main
 from rerank_plugins.data import from_pairs, load_beir
 from rerank_plugins.evaluation.evaluate import evaluate_two_stage
+from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, distinct_passage_batches
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, _groups
 from rerank_plugins.training.mining import corpus_first_stage, mine_hard_negatives
@@ -164,7 +165,10 @@ def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
         )
         == 0
     )
-    assert "Cross-encoder saved to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Cross-encoder saved to" in printed
+    weight = stored_fusion_weight(tmp_path / "ce")  # tuned on the held-out queries: the user is told what "auto" uses
+    assert weight is not None and f"Fusion weight stored for --fusion-weight auto: {weight}" in printed
     out = tmp_path / "report.json"
     assert (
         main(

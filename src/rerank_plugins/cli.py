@@ -453,6 +453,7 @@ def _run(args: argparse.Namespace) -> int:
             config=config,
         )
         print(f"Cross-encoder saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
+        print(_stored_weight_line(path))
     elif args.command == "adapt":
         _adapt(args)
     elif args.command == "distill":
@@ -488,6 +489,7 @@ def _run(args: argparse.Namespace) -> int:
             teacher_cache=args.teacher_cache,
         )
         print(f"Student saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})")
+        print(_stored_weight_line(path))
     elif args.command == "evaluate":
         from rerank_plugins.evaluation.evaluate import evaluate_two_stage
         from rerank_plugins.evaluation.report import markdown_table, write_report
@@ -551,6 +553,13 @@ def _adapt(args: argparse.Namespace) -> None:
     print(
         json.dumps({"bi_encoder_kept": report["bi_encoder"]["kept"], "reranker_kept": report["cross_encoder"]["kept"]})
     )
+
+
+def _stored_weight_line(model_path: str | Path) -> str:
+    weight = stored_fusion_weight(model_path)
+    if weight is None:
+        return f"No fusion weight stored (see {model_path}/README.md): --fusion-weight auto ranks by the reranker alone"
+    return f"Fusion weight stored for --fusion-weight auto: {weight} (how it was chosen: {model_path}/README.md)"
 
 
 def _llm_generator(args: argparse.Namespace) -> Any:
