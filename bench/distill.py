@@ -267,8 +267,12 @@ def main() -> None:
         f"{json.dumps({w: round(v, 4) for w, v in record['fusion']['top10_overlap_by_weight'].items()})}; "
         f"its labelled nDCG@10 by weight, not used to choose: {json.dumps(record['fusion']['ndcg@10_by_weight'])}\n\n"
         f"Diagnostic, not used to choose: student fused on test, nDCG@10 by weight {json.dumps(test_sweep)}\n\n"
-        f"Speed: {len(requests)} test queries x {args.speed_rounds} rounds, interleaved\n\n"
-        + "\n".join(speed_table)
+        + (
+            f"Speed: {len(requests)} test queries x {args.speed_rounds} rounds, interleaved\n\n"
+            + "\n".join(speed_table)
+            if timing
+            else "Speed: not measured (`--speed-rounds 0`)"
+        )
         + f"\n\nTimings (s): {json.dumps(timings)}\n"
     )
     print(text)
