@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         "distill", help="distil a trained reranker into a smaller, faster one (the teacher labels the candidates)"
     )
     _add_data(distill, "train")
-    _add_first_stage(distill, "first stage whose top-k the student learns to rerank, and that tunes fusion")
+    _add_first_stage(distill, "first stage whose top-k the student learns to rerank, and fuses with")
     distill.add_argument("--teacher", required=True, help="trained cross-encoder to distil (directory or hub id)")
     distill.add_argument("--output", required=True, help="directory for the student")
     distill.add_argument(
@@ -223,7 +223,13 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--epochs", type=int, default=2)
     distill.add_argument("--learning-rate", type=float, default=1e-4)
     distill.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default: the teacher's)")
-    distill.add_argument("--held-out", type=float, default=0.1, help="fraction of queries held out for evaluation")
+    distill.add_argument(
+        "--held-out",
+        type=float,
+        default=0.1,
+        help="fraction of queries held out: agreement with the teacher per epoch, and the fusion weight at which the "
+        "student's fused ranking best matches the teacher's (default: %(default)s)",
+    )
     distill.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     distill.add_argument("--teacher-cache", help="SQLite file keeping the teacher's scores across runs")
     distill.add_argument(
