@@ -37,9 +37,10 @@ from rerank_plugins.evaluation.evaluate import first_stage, rankings, rerank_sco
 from rerank_plugins.evaluation.metrics import compute_metrics
 from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.first_stage.hybrid import HybridIndex
-from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.fusion import stored_fusion, stored_fusion_weight
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.runtimes.guard import spearman
 from rerank_plugins.training.distill import (
     DistillationConfig,
     distil_cross_encoder,
@@ -181,7 +182,7 @@ def main() -> None:
             teacher_cache=cache,
         )
         print(f"distilled: {log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations}", flush=True)
-    fusion = json.loads((student_dir / "rerank_plugins_training.json").read_text(encoding="utf-8")).get("fusion", {})
+    fusion = stored_fusion(student_dir)
     if fusion.get("depth") != args.depth or "top10_overlap_by_weight" not in fusion:
         # The student reranks the top-args.depth at test time: its fusion weight is chosen at that depth (and again
         # for a reused student whose weight an earlier rule chose).
@@ -199,10 +200,7 @@ def main() -> None:
 
     student = CrossEncoderBackend(str(student_dir), cache_size=0)
     held_student, _ = rerank_scores(held_out, held_ids, held_hits, student)
-    agreement = [
-        float(np.corrcoef(np.argsort(np.argsort(g.teacher)), np.argsort(np.argsort(s)))[0, 1])
-        for g, s in zip(held_groups, held_student)
-    ]
+    agreement = [spearman(g.teacher, s) for g, s in zip(held_groups, held_student)]
 
     query_ids, hits, _ = first_stage(test, stage, args.depth)
     student_scores, seconds = rerank_scores(test, query_ids, hits, student)

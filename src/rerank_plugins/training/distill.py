@@ -467,15 +467,16 @@ def record_student_fusion_weight(
     def labelled_only(values: Sequence[Any]) -> list[Any]:
         return [values[i] for i in labelled]
 
+    described = json.loads(json.dumps(stage.describe()))  # as a training record stores it
     teacher_weight, source = stored_fusion_weight(teacher.path), "stored with the teacher"
     tuned_with = stored_fusion(teacher.path).get("first_stage")
-    if teacher_weight is not None and tuned_with not in (None, json.loads(json.dumps(stage.describe()))):
+    if teacher_weight is not None and tuned_with not in (None, described):
         logger.warning(
             "the teacher's fusion weight %s was tuned with another first stage (%s; here %s): the student matches "
             "the teacher's ranking at that weight anyway; distil over the teacher's first stage for a weight that fits",
             teacher_weight,
             json.dumps(tuned_with),
-            json.dumps(stage.describe()),
+            json.dumps(described),
         )
     if teacher_weight is None and labelled:
         tuned = tune_fusion_weight(
@@ -490,7 +491,7 @@ def record_student_fusion_weight(
     fusion = {
         **match_fusion_weight(hits, student_scores, teacher_scores, teacher_weight),
         "teacher_weight_from": source,
-        "first_stage": stage.describe(),
+        "first_stage": described,
         "depth": depth,
     }
     text = (
