@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ["RERANK_PLUGINS_CACHE"] = tempfile.mkdtemp(prefix="rerank-plugins-cache-")  # never the user's cache
+# Never the user's cache; removed at exit (a rebuilt multilingual-e5-small alone is ~470 MB).
+os.environ["RERANK_PLUGINS_CACHE"] = tempfile.mkdtemp(prefix="rerank-plugins-cache-")
 
 import pytest
 
 from rerank_plugins.models import clear_registry
+
+atexit.register(shutil.rmtree, os.environ["RERANK_PLUGINS_CACHE"], ignore_errors=True)
 
 WORDS = (
     "the a of and to in is for on with that by as are this from be at or it an cells protein gene cancer "

