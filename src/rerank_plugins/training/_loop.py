@@ -119,3 +119,15 @@ def optimise(
     log.seconds = time.perf_counter() - start
     log.final_loss = running
     return log
+
+
+def set_dropout(model: Any, probability: float) -> None:
+    """Every dropout layer of ``model`` at ``probability``, and the config saying so (for whoever trains it next)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+        if hasattr(model.config, name):
+            setattr(model.config, name, probability)

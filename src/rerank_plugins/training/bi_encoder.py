@@ -16,7 +16,7 @@ from typing import Any
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.data import RetrievalDataset
 from rerank_plugins.models.resolve import resolve_model_path
-from rerank_plugins.training._loop import TrainingLog, optimise
+from rerank_plugins.training._loop import TrainingLog, optimise, set_dropout
 from rerank_plugins.training.heldout import pool_mrr
 from rerank_plugins.training.model_card import write_model_card
 
@@ -32,12 +32,19 @@ class BiEncoderTrainingConfig:
     max_length: int = 256
     time_budget_s: float | None = None
     seed: int = 0
+    freeze_embeddings: bool = False
+    """Leave the token embeddings as they are (see ``CrossEncoderTrainingConfig.freeze_embeddings``)."""
+    dropout: float | None = None
+    """Dropout for the whole model during training; ``None`` keeps the model's own (see
+    ``CrossEncoderTrainingConfig.dropout``)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length"):
             check_positive_int(getattr(self, name), name)
         if self.hard_negatives_per_query < 0:
             raise ValueError("hard_negatives_per_query must be >= 0")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def distinct_passage_batches(
@@ -83,6 +90,10 @@ def train_bi_encoder(
     torch.manual_seed(config.seed)
     model = SentenceTransformer(str(resolve_model_path(base_model)), device="cpu", local_files_only=True)
     model.max_seq_length = config.max_length
+    if config.freeze_embeddings:
+        model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+    if config.dropout is not None:
+        set_dropout(model[0].auto_model, config.dropout)
     query_prompt = model.prompts.get("query", "")
     document_prompt = model.prompts.get("document", "")
     examples = []
@@ -115,7 +126,7 @@ def train_bi_encoder(
         evaluate = lambda: pool_mrr(score, eval_data, eval_negatives)  # noqa: E731
     log = optimise(
         model,
-        [{"params": list(model.parameters()), "lr": config.learning_rate}],
+        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.learning_rate}],
         lambda epoch: distinct_passage_batches(examples, config.batch_size, config.seed + epoch),
         step_loss,
         epochs=config.epochs,

@@ -65,12 +65,14 @@ def train_cross_encoder_on(
     negatives: str | None = None,
     mining_depth: int = 30,
     held_out: float = 0.1,
+    fusion_depth: int | None = None,
     config: CrossEncoderTrainingConfig | None = None,
 ) -> tuple[Path, TrainingLog]:
     """Train a reranker on ``dataset`` with negatives of kind ``negatives`` (default: :func:`default_negatives`).
 
     Hard negatives come from the top-``mining_depth`` of a ``first_stage`` (dense over ``bi_encoder``, lexical,
-    or hybrid) over the corpus; the same first stage then tunes the fusion weight on the held-out queries.
+    or hybrid) over the corpus; the same first stage then tunes the fusion weight on the held-out queries, over its
+    top-``fusion_depth`` (default: ``mining_depth``; use the depth the reranker will rerank).
     """
     config = config or CrossEncoderTrainingConfig()
     kind = negatives or default_negatives(dataset)
@@ -91,7 +93,7 @@ def train_cross_encoder_on(
     )
     record_training_info(path, "negatives", {"kind": kind, "first_stage": stage.describe(), "depth": mining_depth})
     if check is not None:
-        record_fusion_weight(path, check, stage, depth=mining_depth)
+        record_fusion_weight(path, check, stage, depth=fusion_depth or mining_depth)
     return path, log
 
 
