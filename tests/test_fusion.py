@@ -198,3 +198,21 @@ def test_the_student_weight_reproduces_the_teachers_fused_ranking():
     sweep = blind["top10_overlap_by_weight"]
     assert sweep[str(blind["weight"])] == max(sweep.values()) and sweep["1.0"] < sweep[str(blind["weight"])]
     assert type(blind["weight"]) is float and blind["reference_weight"] == 0.7 and blind["queries"] == 40
+
+
+def test_fusion_tuning_prefers_a_steady_gain_to_a_larger_noisier_one(monkeypatch):
+    """Two candidate weights: one gains +0.02 on every query, the other +0.04 on average but +/-0.3 per query. The
+    rule keeps the steady one (its lower confidence bound is higher); judged by the best mean it would refuse both."""
+    from rerank_plugins.evaluation import evaluate
+
+    n = 40
+    per_query = {
+        0.0: np.full(n, 0.5),
+        0.5: np.full(n, 0.52),
+        1.0: 0.54 + 0.3 * np.where(np.arange(n) % 2, 1.0, -1.0),
+    }
+    monkeypatch.setattr(evaluate, "fused_ndcg_per_query", lambda *args: per_query)
+    tuned = evaluate.tune_fusion_weight(None, [f"q{i}" for i in range(n)], [], [], weights=(0.0, 0.5, 1.0))
+    assert tuned["weight"] == 0.5
+    assert tuned["lower_bound_by_weight"]["0.5"] > 0 > tuned["lower_bound_by_weight"]["1.0"]
+    assert tuned["gain_over_first_stage"] == pytest.approx(0.02)
