@@ -71,8 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         "quickstart", help="offline demo: train a reranker on bundled data, evaluate before/after, use it"
     )
     quick.add_argument("--output", default="runs/quickstart", help="models, index and report (default: %(default)s)")
-    quick.add_argument("--time-budget", type=float, default=420.0, help="seconds of training (default: %(default)s)")
-    quick.add_argument("--first-stage-k", type=int, default=20, help="candidates reranked (default: %(default)s)")
+    quick.add_argument(
+        "--time-budget", type=float, help="seconds of training (default: the language's, en 390, ko 330)"
+    )
+    quick.add_argument(
+        "--first-stage-k", type=int, help="candidates reranked (default: the language's measured setting)"
+    )
     quick.add_argument(
         "--lang", default="en", choices=["en", "ko"], help="en: SciFact claims; ko: KorQuAD questions (default: en)"
     )

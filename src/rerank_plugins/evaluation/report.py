@@ -41,6 +41,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 PIPELINES = (
+    ("dense_first_stage", "dense first stage alone", "#bcbd22", "v", "-."),
     ("first_stage", "first stage", "#7f7f7f", "o", "--"),
     ("reranker_only", "reranker alone", "#1f77b4", "s", ":"),
     ("reranked", "reranked", "#d62728", "^", "-"),

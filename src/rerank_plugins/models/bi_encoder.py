@@ -174,13 +174,19 @@ class BiEncoderBackend(LazyModelBackend):
         return [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
     def count_truncated(self, texts: list[str]) -> int:
-        """How many of ``texts`` are longer than :attr:`max_length` tokens (and so lose their ends)."""
+        """How many of ``texts``, embedded as documents (their prompt included), are longer than :attr:`max_length`
+        tokens (and so lose their ends)."""
         texts = check_texts(texts)
         if not texts:
             return 0
+        prompt = (self.model.prompts or {}).get("document") or ""
         with self.lock:
             lengths = self.model.tokenizer(
-                texts, add_special_tokens=True, truncation=False, return_length=True, verbose=False
+                [prompt + t for t in texts],
+                add_special_tokens=True,
+                truncation=False,
+                return_length=True,
+                verbose=False,
             )["length"]
         return int(sum(length > self.max_length for length in lengths))
 
