@@ -1,9 +1,10 @@
 """Quality benchmark: what training each stage buys, on a BEIR-layout set (default: SciFact).
 
-First stages: (a) packaged MiniLM, (b) fine-tuned bi-encoder, (l) BM25, (h) hybrid of a + BM25, (hb) hybrid of
+First stages: (a) the packaged model, (b) fine-tuned bi-encoder, (l) BM25, (h) hybrid of a + BM25, (hb) hybrid of
 b + BM25; each followed by the trained cross-encoder at the given depths, alone and fused with the first stage
 (weight tuned on held-out *training* queries, never on test); with training and evaluation times.
-Everything is trained here from the packaged all-MiniLM-L6-v2 on the train split only.
+Everything is trained here from one pretrained model (``--base``: the packaged all-MiniLM-L6-v2, or
+intfloat/multilingual-e5-small for Korean) on the train split only.
 
     python bench/quality.py --data ../shared/data/scifact --out bench/results/scifact
 """
@@ -24,7 +25,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _machine import result_header
 
 from rerank_plugins.data import load_dataset
-from rerank_plugins.evaluation.evaluate import evaluate_two_stage, first_stage, rerank_scores, tune_fusion_weight
+from rerank_plugins.evaluation.evaluate import (
+    evaluate_two_stage,
+    first_stage,
+    rerank_scores,
+    tune_fusion_weight,
+    tune_hybrid_weight,
+)
 from rerank_plugins.evaluation.report import markdown_table
 from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.first_stage.hybrid import HybridIndex
@@ -52,16 +59,34 @@ def main() -> None:
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--out", default="bench/results/scifact")
     parser.add_argument("--work", default="runs/bench", help="where trained models go")
+    parser.add_argument("--base", default=BASE, help="pretrained model every neural stage starts from")
     parser.add_argument("--bi-epochs", type=int, default=1)
+    parser.add_argument("--bi-batch-size", type=int, default=32)
+    parser.add_argument("--bi-max-length", type=int, default=256)
+    parser.add_argument("--bi-learning-rate", type=float, default=2e-5)
+    parser.add_argument("--bi-hard-negatives", type=int, default=1, help="mined hard negatives per query in a batch")
+    parser.add_argument("--index-max-length", type=int, help="tokens the dense first stages embed (default: model's)")
     parser.add_argument("--cross-epochs", type=int, default=1)
     parser.add_argument("--cross-max-length", type=int, default=128)
     parser.add_argument("--cross-negatives", type=int, default=7)
     parser.add_argument("--cross-loss", default="listwise", choices=["listwise", "binary"])
+    parser.add_argument("--cross-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--cross-queries-per-batch", type=int, default=4)
+    parser.add_argument("--cross-layers", type=int, help="keep the backbone's first N layers")
+    parser.add_argument("--cross-budget", type=float, help="seconds of reranker training (default: all epochs)")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="train neither model's token embeddings")
+    parser.add_argument("--dropout", type=float, help="dropout of both models while training (default: the model's)")
+    parser.add_argument(
+        "--tune-hybrid-weight",
+        type=int,
+        metavar="N",
+        help="choose each hybrid's dense weight on N seeded training queries (instead of --hybrid-weight)",
+    )
     parser.add_argument(
         "--cross-backbone",
         default="fine-tuned",
         choices=["fine-tuned", "packaged"],
-        help="start the reranker from the fine-tuned bi-encoder's weights or the packaged MiniLM",
+        help="start the reranker from the fine-tuned bi-encoder's weights or the packaged --base model",
     )
     parser.add_argument("--negatives", default="hard", choices=["hard", "random"])
     parser.add_argument(
@@ -81,6 +106,10 @@ def main() -> None:
         default="a,b",
         help="first stages to evaluate: a (packaged), b (fine-tuned), l (lexical BM25), "
         "h (hybrid: packaged + BM25), hb (hybrid: fine-tuned + BM25)",
+    )
+    parser.add_argument(
+        "--rerank-pipelines",
+        help="rerank only these of --pipelines (default: all); the others are reported as first stages alone",
     )
     parser.add_argument(
         "--runtime",
@@ -141,7 +170,8 @@ def main() -> None:
         index.save(path)
         return index
 
-    base = BiEncoderBackend(BASE, cache_size=0)  # no cache: first-stage latencies are model work
+    # no cache: first-stage latencies are model work
+    base = BiEncoderBackend(args.base, cache_size=0, max_length=args.index_max_length)
     base_index = cached_index("base", base)
     # Pools of up to 30 per query: the reranker draws --cross-negatives of them afresh each epoch; the held-out
     # checks use a fixed --cross-negatives per query so that epochs compare like with like.
@@ -156,25 +186,40 @@ def main() -> None:
             train_bi_encoder,
             train,
             bi_dir,
-            base_model=BASE,
-            config=BiEncoderTrainingConfig(epochs=args.bi_epochs),
+            base_model=args.base,
+            config=BiEncoderTrainingConfig(
+                epochs=args.bi_epochs,
+                batch_size=args.bi_batch_size,
+                max_length=args.bi_max_length,
+                learning_rate=args.bi_learning_rate,
+                hard_negatives_per_query=args.bi_hard_negatives,
+                freeze_embeddings=args.freeze_embeddings,
+                dropout=args.dropout,
+            ),
             hard_negatives=negatives,
             eval_data=held_out,
             eval_negatives=held_negatives,
         )
-    tuned = BiEncoderBackend(str(bi_dir), cache_size=0)
+    tuned = BiEncoderBackend(str(bi_dir), cache_size=0, max_length=args.index_max_length)
     tuned_index = cached_index("fine-tuned", tuned)
     lexical = timed(
         "index corpus (lexical)", timings, corpus_first_stage, test, None, "lexical", analyzer=args.analyzer
     )
     stages = {
-        "a": ("a: packaged MiniLM", base_index),
+        "a": (f"a: packaged {Path(args.base).name}", base_index),
         "b": ("b: fine-tuned bi-encoder", tuned_index),
         "l": (f"l: BM25 ({lexical.analyzer.name})", lexical),
     }
+    tuning = None
+    if args.tune_hybrid_weight:
+        sample = random.Random(0).sample(train_all.labelled_queries, min(args.tune_hybrid_weight, len(train_all.qrels)))
+        tuning = train_all.subset(sample)
+    hybrid_tuning = {}
     for name, dense, label in (("h", base_index, "packaged"), ("hb", tuned_index, "fine-tuned")):
         hybrid = HybridIndex(dense, lexical, fusion=args.hybrid_fusion, dense_weight=args.hybrid_weight)
-        stages[name] = (f"{name}: hybrid ({label} + BM25, {args.hybrid_fusion} w={args.hybrid_weight})", hybrid)
+        if tuning is not None:
+            hybrid_tuning[name] = timed(f"tune hybrid {name}", timings, tune_hybrid_weight, hybrid, tuning)
+        stages[name] = (f"{name}: hybrid ({label} + BM25, {args.hybrid_fusion} w={hybrid.dense_weight})", hybrid)
     miners = {"packaged": "a", "fine-tuned": "b", "lexical": "l", "hybrid": "h", "hybrid-fine-tuned": "hb"}
 
     cross_negatives, cross_held_negatives = negatives, held_negatives
@@ -187,7 +232,7 @@ def main() -> None:
         work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
         f"-{args.cross_max_length}-resampled{mined}"
     )
-    backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else BASE
+    backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else args.base
     if args.cross_encoder:
         cross_dir = Path(args.cross_encoder)
     elif not (args.reuse and (cross_dir / "config.json").exists()):
@@ -204,6 +249,12 @@ def main() -> None:
                 epochs=args.cross_epochs,
                 num_negatives=args.cross_negatives,
                 max_length=args.cross_max_length,
+                learning_rate=args.cross_learning_rate,
+                queries_per_batch=args.cross_queries_per_batch,
+                layers=args.cross_layers,
+                freeze_embeddings=args.freeze_embeddings,
+                dropout=args.dropout,
+                time_budget_s=args.cross_budget,
             ),
             eval_data=held_out,
             eval_negatives=cross_held_negatives,
@@ -214,9 +265,18 @@ def main() -> None:
     rows = []
     reports = {}
     fusion = {}
+    reranked = set((args.rerank_pipelines or args.pipelines).split(","))
     for name in args.pipelines.split(","):
         label, index = stages[name]
-        query_ids, hits, _ = first_stage(held_out, index, 30)
+        if name not in reranked:
+            for depth in depths:
+                report = timed(
+                    f"evaluate {name} top-{depth}", timings, evaluate_two_stage, test, index, None, first_stage_k=depth
+                )
+                reports[f"{name}@{depth}"] = report
+                rows.append((label, depth, report["metrics"]["first_stage"], report["latency"]["first_stage"]))
+            continue
+        query_ids, hits, _ = first_stage(held_out, index, depths[0])  # fusion tuned at the first depth listed
         scores, _ = rerank_scores(
             held_out, query_ids, hits, reranker, long_documents=args.long_documents, show_progress=False
         )
@@ -261,13 +321,13 @@ def main() -> None:
             print(markdown_table(report), flush=True)
 
     table = [
-        "| pipeline | depth | nDCG@10 | MRR@10 | hit@1 | hit@10 | recall@depth | ms/query |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pipeline | depth | nDCG@10 | MRR@10 | hit@1 | hit@3 | hit@5 | hit@10 | recall@depth | ms/query |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, depth, m, latency in rows:
         table.append(
-            f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | "
-            f"{m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |"
+            f"| {label} | {depth} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m['hit@1']:.4f} | {m['hit@3']:.4f} | "
+            f"{m['hit@5']:.4f} | {m['hit@10']:.4f} | {m[f'recall@{depth}']:.4f} | {latency['ms_per_query']:.1f} |"
         )
     header = result_header(f"{args.data} quality benchmark") + "\n\n"
     text = (
@@ -275,6 +335,7 @@ def main() -> None:
         + "\n".join(table)
         + "\n\nFusion weights (tuned on held-out train queries): "
         + json.dumps({k: v["weight"] for k, v in fusion.items()})
+        + ("\n\nHybrid weights chosen on training queries: " + json.dumps(hybrid_tuning) if hybrid_tuning else "")
         + "\n\nTimings (s): "
         + json.dumps(timings)
         + "\n"
