@@ -142,6 +142,26 @@ def test_time_budget_stops_training(tmp_path, beir_dir, tiny_bi_path):
     assert log.stopped_by_time_budget and log.steps == 1
 
 
+def test_a_built_first_stage_mines_and_tunes_without_being_rebuilt(tmp_path, beir_dir, tiny_bi_path, monkeypatch):
+    """The quickstart builds its index once: a first stage passed in is the one mined from and tuned with."""
+    import rerank_plugins.training.recipes as recipes
+
+    train = load_beir(beir_dir, "train")
+    stage = corpus_first_stage(train, kind="lexical")
+    monkeypatch.setattr(recipes, "corpus_first_stage", lambda *a, **k: pytest.fail("the given stage was rebuilt"))
+    path, _ = train_cross_encoder_on(
+        train,
+        tmp_path / "cross",
+        base_model=str(tiny_bi_path),
+        first_stage=stage,
+        held_out=0.25,
+        config=CrossEncoderTrainingConfig(epochs=1, num_negatives=3, max_length=64),
+    )
+    card = json.loads((path / "rerank_plugins_training.json").read_text())
+    assert card["negatives"]["first_stage"] == stage.describe()
+    assert stored_fusion_weight(path) is not None
+
+
 def test_cli_train_and_evaluate(tmp_path, beir_dir, tiny_bi_path, capsys):
     assert (
         main(

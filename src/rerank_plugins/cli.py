@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--output", default="runs/quickstart", help="models, index and report (default: %(default)s)")
     quick.add_argument(
-        "--time-budget", type=float, help="seconds of training (default: the language's, en 390, ko 330)"
+        "--time-budget", type=float, help="seconds of training (default: the language's, en 350, ko 300)"
     )
     quick.add_argument(
         "--first-stage-k", type=int, help="candidates reranked (default: the language's measured setting)"
@@ -311,9 +311,10 @@ def _add_negatives(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # bm25s sets its own logger to DEBUG when imported
+        handler.setLevel(level)
     if not args.verbose:  # transformers' load reports and per-file progress bars; ours stay
         from transformers.utils import logging as hf_logging
 

@@ -60,7 +60,7 @@ def train_cross_encoder_on(
     *,
     base_model: str = DEFAULT_BACKBONE,
     bi_encoder: str = DEFAULT_BACKBONE,
-    first_stage: str = "dense",
+    first_stage: str | FirstStage = "dense",
     analyzer: Any = "auto",
     negatives: str | None = None,
     mining_depth: int = 30,
@@ -71,13 +71,18 @@ def train_cross_encoder_on(
     """Train a reranker on ``dataset`` with negatives of kind ``negatives`` (default: :func:`default_negatives`).
 
     Hard negatives come from the top-``mining_depth`` of a ``first_stage`` (dense over ``bi_encoder``, lexical,
-    or hybrid) over the corpus; the same first stage then tunes the fusion weight on the held-out queries, over its
-    top-``fusion_depth`` (default: ``mining_depth``; use the depth the reranker will rerank).
+    or hybrid over the corpus; or one already built over it, keyed by corpus id); the same first stage then tunes
+    the fusion weight on the held-out queries, over its top-``fusion_depth`` (default: ``mining_depth``; use the
+    depth the reranker will rerank).
     """
     config = config or CrossEncoderTrainingConfig()
     kind = negatives or default_negatives(dataset)
     train, check = dataset.split(held_out) if held_out else (dataset, None)
-    stage = corpus_first_stage(dataset, bi_encoder, first_stage, analyzer=analyzer)
+    stage = (
+        first_stage
+        if isinstance(first_stage, FirstStage)
+        else corpus_first_stage(dataset, bi_encoder, first_stage, analyzer=analyzer)
+    )
     # A pool as deep as the mining depth, so each epoch draws different negatives; the held-out check keeps
     # num_negatives per query (its pools are fixed, so epochs compare like with like).
     pool_size = max(mining_depth, config.num_negatives)
