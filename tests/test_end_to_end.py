@@ -1,8 +1,10 @@
 """The README's main job, end to end, with numbers: `pytest -m slow` (CI runs it after the default suite).
 
-Each run trains a real reranker under a short budget, so it takes minutes on 2 cores. The first stage is
-deterministic, so its score must land on the measured value; the final pipeline (fused with a weight tuned on
-held-out training queries) must not fall below its first stage by more than the noise of one tuning run.
+Each run is the quickstart with its defaults (a real reranker trained within the demo's time budget), so it takes
+about ten minutes per language on 2 cores. The first stage is deterministic, so its score must land on the
+measured value. The reranker must have learned: alone it must rank clearly above what a reranker that learned
+nothing gives (see LEARNED_NDCG); and the final pipeline (fused with a weight tuned on held-out training queries)
+must not fall below its first stage by more than the noise of one tuning run.
 """
 
 from __future__ import annotations
@@ -14,19 +16,23 @@ from rerank_plugins.quickstart import run_quickstart
 pytestmark = pytest.mark.slow
 
 FIRST_STAGE_NDCG = {"en": 0.8212, "ko": 0.9576}
-"""Measured on the bundled data with the quickstart's default first stages (hybrid; Korean BM25), top-20."""
+"""Measured on the bundled data with the quickstart's default first stages (hybrid, top 20; Korean BM25, top 10)."""
+LEARNED_NDCG = {"en": 0.60, "ko": 0.55}
+"""The reranker alone must reach these. With training broken on purpose (AdamW's step a no-op) it scored en 0.188,
+ko 0.505, and this test failed; idle runs of the default recipes on 2 AVX2 cores scored en 0.750-0.779 (111-172
+steps), ko 0.583-0.816 (43-75 steps: the Korean reranker barely leaves its plateau when steps are slow)."""
 FUSED_TOLERANCE = 0.01
 """The fusion weight is chosen on held-out training queries, not on the test queries reported here."""
 
 
-@pytest.mark.parametrize(("lang", "budget"), [("en", 240), ("ko", 120)])
-def test_quickstart_end_to_end(tmp_path, capsys, lang, budget):
-    report = run_quickstart(tmp_path / "qs", lang=lang, time_budget_s=budget)
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_quickstart_end_to_end(tmp_path, capsys, lang):
+    report = run_quickstart(tmp_path / "qs", lang=lang)
     metrics = report["metrics"]
     first = metrics["first_stage"]["ndcg@10"]
     assert first == pytest.approx(FIRST_STAGE_NDCG[lang], abs=0.005)
+    assert metrics["reranker_only"]["ndcg@10"] >= LEARNED_NDCG[lang], "the reranker learned (almost) nothing"
     assert metrics["reranked"]["ndcg@10"] >= first - FUSED_TOLERANCE
-    assert "reranker_only" in metrics or report["fusion_weight"] is None
     assert (tmp_path / "qs" / "report.png").exists() and (tmp_path / "qs" / "index" / "manifest.json").exists()
     out = capsys.readouterr().out
     assert "LangChain TwoStageRetriever" in out and "LlamaIndex TwoStageRetriever" in out
