@@ -207,6 +207,53 @@ async def test_llamaindex_reranker_settings_are_live(tiny_cross_path):
     assert rerank.model == str(tiny_cross_path)
 
 
+def test_langchain_retriever_refuses_unknown_arguments(retriever, tiny_bi_path, documents):
+    """A misspelt setting (``topk``) or one meant for another class must not be dropped without a word."""
+    with pytest.raises(ValidationError, match="topk"):
+        TwoStageRetriever(index=retriever.first_stage, topk=50)
+    with pytest.raises(ValidationError, match="dense_weight"):
+        TwoStageRetriever.from_documents(documents, BiEncoderEmbeddings(model=str(tiny_bi_path)), dense_weight=0.5)
+    assert TwoStageRetriever(index=retriever.first_stage, top_k=5, tags=["t"], metadata={"m": 1}).top_k == 5
+
+
+@pytest.mark.parametrize(
+    ("adapter", "model_field", "kind"),
+    [
+        (BiEncoderEmbeddings, "model", "bi"),
+        (BiEncoderEmbedding, "model_name", "bi"),
+        (CrossEncoderReranker, "model", "cross"),
+        (CrossEncoderRerank, "model", "cross"),
+    ],
+)
+def test_a_backend_with_load_options_beside_it_is_refused(tiny_bi_path, tiny_cross_path, adapter, model_field, kind):
+    """The backend is loaded already: options that would load another model must not be reported and ignored."""
+    from rerank_plugins import get_bi_encoder, get_cross_encoder
+
+    backend = get_bi_encoder(tiny_bi_path) if kind == "bi" else get_cross_encoder(tiny_cross_path)
+    for conflict in ({"runtime": "onnx"}, {model_field: "another/model"}, {"max_length": 16}):
+        with pytest.raises(ValueError, match=next(iter(conflict))):
+            adapter(backend=backend, **conflict)
+    same_model = adapter(backend=backend, **{model_field: backend.model_name})
+    assert same_model.backend is backend and getattr(same_model, model_field) == backend.model_name
+
+
+def test_hybrid_options_reach_the_first_stage_from_both_frameworks(tiny_bi_path, documents):
+    options = {"fusion": "rrf", "dense_weight": 0.7, "rrf_k": 10, "candidates": 5}
+    lc = TwoStageRetriever.from_documents(
+        documents, BiEncoderEmbeddings(model=str(tiny_bi_path)), first_stage="hybrid", hybrid_options=options
+    )
+    nodes = [TextNode(text=d.page_content, id_=d.id) for d in documents]
+    li = LITwoStage.from_nodes(
+        nodes, BiEncoderEmbedding(model_name=str(tiny_bi_path)), first_stage="hybrid", hybrid_options=options
+    )
+    for stage in (lc.index, li.index):
+        assert {key: stage.describe()[key] for key in options} == options
+    with pytest.raises(ValueError, match="hybrid_options"):
+        TwoStageRetriever.from_documents(
+            documents, BiEncoderEmbeddings(model=str(tiny_bi_path)), hybrid_options={"dense_weight": 0.7}
+        )
+
+
 def test_embedding_settings_are_live(tiny_bi_path):
     lc = BiEncoderEmbeddings(model=str(tiny_bi_path))
     before = lc.embed_documents(TEXTS)

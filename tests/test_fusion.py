@@ -42,6 +42,14 @@ def index(tiny_bi_path):
     return FaissIndex.from_texts(TEXTS, get_bi_encoder(tiny_bi_path))
 
 
+def test_pipeline_refuses_options_a_reranking_stage_would_override(index, tiny_cross_path):
+    stage = RerankingStage(get_cross_encoder(tiny_cross_path), RerankOptions(top_n=2, fusion_weight=0.5))
+    with pytest.raises(ValueError, match="options"):
+        TwoStagePipeline(index, stage, top_k=8, options=RerankOptions(top_n=5))
+    assert len(TwoStagePipeline(index, stage, top_k=8, options=stage.options).retrieve("cancer risk")) == 2
+    assert len(TwoStagePipeline(index, stage, top_k=8).retrieve("cancer risk")) == 2
+
+
 def test_weight_zero_reproduces_the_first_stage_and_one_the_reranker(index, tiny_cross_path):
     reranker = CrossEncoderBackend(tiny_cross_path, cache_size=0)  # fused and plain runs both compute their scores
     first = [

@@ -71,6 +71,17 @@ def test_approximate_indexes_find_exact_matches(tiny_bi_path, index_type):
     assert approx.search(texts[5], k=1)[0].document.text == texts[5]
 
 
+def test_an_ivf_nlist_lowered_for_a_small_corpus_is_said(tiny_bi_path, caplog):
+    texts = [f"{a} {b} {n}" for a in TEXTS for b in TEXTS for n in range(3)]  # fewer than 39 vectors per list asked
+    index = FaissIndex.from_texts(texts, get_bi_encoder(tiny_bi_path), index_type="ivf", ivf_nlist=64)
+    lists = len(texts) // 39
+    assert index.search(texts[7], k=1)[0].document.text == texts[7]
+    assert f"ivf_nlist=64 lowered to {lists}" in caplog.text
+    caplog.clear()
+    FaissIndex.from_texts(texts, get_bi_encoder(tiny_bi_path), index_type="ivf", ivf_nlist=lists)
+    assert "lowered" not in caplog.text
+
+
 def test_save_load_round_trip(index, tmp_path, tiny_bi_path):
     path = index.save(tmp_path / "idx")
     loaded = FaissIndex.load(path, get_bi_encoder(tiny_bi_path))

@@ -37,17 +37,29 @@ def first_stage_score(metadata: Mapping[str, Any]) -> float | None:
     return None
 
 
-def backend_model_name(backend: Any, expected: type) -> str:
-    """The model name of a backend passed to an adapter, after checking its type."""
-    if not isinstance(backend, expected):
-        raise TypeError(f"backend must be a {expected.__name__}, got {type(backend).__name__}")
-    return backend.model_name
-
-
 LOAD_FIELDS = frozenset(
     {"model", "model_name", "revision", "device", "max_length", "trust_remote_code", "runtime", "embedding_cache"}
 )
 """Fields that choose the loaded model: fixed after construction (assigning one raises, never ignored)."""
+
+
+def adopt_backend(backend: Any, expected: type, data: dict[str, Any], model_field: str) -> None:
+    """Check a backend passed to an adapter and name its model in ``data[model_field]``.
+
+    A backend is already loaded, so load options beside it (another model, ``runtime=``, ``embedding_cache=``...)
+    would be reported by the adapter's fields and never used: they are refused instead.
+    """
+    if not isinstance(backend, expected):
+        raise TypeError(f"backend must be a {expected.__name__}, got {type(backend).__name__}")
+    conflicting = sorted(
+        name for name in data if name in LOAD_FIELDS and not (name == model_field and data[name] == backend.model_name)
+    )
+    if conflicting:
+        raise ValueError(
+            f"backend= is a model already loaded ({backend.model_name}); {', '.join(conflicting)} cannot change it: "
+            "pass either backend= or the options to load a model with"
+        )
+    data[model_field] = backend.model_name
 
 
 class ModelLoadFields(BaseModel):
@@ -143,7 +155,7 @@ class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
 
     def __init__(self, backend: CrossEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model", backend_model_name(backend, CrossEncoderBackend))
+            adopt_backend(backend, CrossEncoderBackend, data, "model")
         super().__init__(**data)
         self._backend = backend if backend is not None else get_cross_encoder(self.model, **self.load_options())
 

@@ -34,6 +34,11 @@ class TwoStagePipeline:
             reranker = RerankingStage(reranker, options)
         elif reranker is not None and not isinstance(reranker, RerankingStage):
             raise TypeError(f"reranker must be a RerankingStage, a CrossEncoderBackend or None, got {reranker!r}")
+        elif reranker is not None and options is not None and options != reranker.options:
+            raise ValueError(
+                "options= and a RerankingStage with options of its own: give the options to the stage "
+                "(RerankingStage(backend, options)) or pass the backend with options="
+            )
         self.first_stage = first_stage
         self.reranker = reranker
         self.top_k = check_positive_int(top_k, "top_k")

@@ -27,9 +27,14 @@ def build_first_stage(
     dense_options: dict[str, Any] | None = None,
     hybrid_options: dict[str, Any] | None = None,
 ) -> DocumentStore:
-    """A new first stage of ``kind`` holding ``documents`` (``embedder`` is needed for dense and hybrid)."""
+    """A new first stage of ``kind`` holding ``documents`` (``embedder`` is needed for dense and hybrid).
+
+    ``hybrid_options`` (``fusion``, ``dense_weight``, ``rrf_k``, ``candidates``) are for a hybrid stage only.
+    """
     if kind not in FIRST_STAGES:
         raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {kind!r}")
+    if hybrid_options and kind != "hybrid":
+        raise ValueError(f"hybrid_options {sorted(hybrid_options)} apply to first_stage='hybrid', not {kind!r}")
     if kind != "lexical" and embedder is None:
         raise ValueError(f"a {kind} first stage needs an embedding model")
     stage: DocumentStore

@@ -211,7 +211,15 @@ class VectorIndex:
             index.hnsw.efSearch = self.ef_search
             return index
         n = len(vectors)
-        nlist = max(1, min(self.ivf_nlist or round(4 * math.sqrt(n)), n // 39))
+        wanted = self.ivf_nlist or round(4 * math.sqrt(n))
+        nlist = max(1, min(wanted, n // 39))  # faiss wants at least 39 training vectors per list
+        if self.ivf_nlist and nlist < self.ivf_nlist:
+            logger.warning(
+                "ivf_nlist=%d lowered to %d: %d vectors train at most that many lists (faiss wants 39 per list)",
+                self.ivf_nlist,
+                nlist,
+                n,
+            )
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)
         index.nprobe = min(self.nprobe, nlist)

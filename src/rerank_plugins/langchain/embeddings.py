@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field
 
-from rerank_plugins.adapter_common import DEFAULT_BI_ENCODER, BiEncoderAdapterFields, backend_model_name
+from rerank_plugins.adapter_common import DEFAULT_BI_ENCODER, BiEncoderAdapterFields, adopt_backend
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 
 
@@ -27,7 +27,7 @@ class BiEncoderEmbeddings(BiEncoderAdapterFields, Embeddings):
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model", backend_model_name(backend, BiEncoderBackend))
+            adopt_backend(backend, BiEncoderBackend, data, "model")
         super().__init__(**data)
         self._init_backend(backend, self.model)
 

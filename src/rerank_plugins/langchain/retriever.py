@@ -44,7 +44,9 @@ class TwoStageRetriever(BaseRetriever):
     runs all inputs through one first-stage batch and one rerank pass, with one traced retriever run per input.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, validate_assignment=True)
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, populate_by_name=True, validate_assignment=True, extra="forbid"
+    )
 
     first_stage: FirstStage | None = Field(default=None, alias="index", description="Our first stage (or `index`).")
     base_retriever: BaseRetriever | None = Field(default=None, description="Any LangChain retriever as first stage.")
@@ -76,12 +78,14 @@ class TwoStageRetriever(BaseRetriever):
         analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
+        hybrid_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """Index ``documents`` in a new first stage and wrap it.
 
         ``first_stage``: ``"dense"`` (FAISS; ``index_type`` flat, hnsw or ivf), ``"lexical"`` (BM25; ``analyzer``
         "auto", "english", "korean-bigram", "korean-morph", "generic" or a callable) or ``"hybrid"`` (both).
+        ``hybrid_options`` (hybrid only): ``fusion`` ("weighted" or "rrf"), ``dense_weight``, ``rrf_k``, ``candidates``.
         ``long_documents="split"`` embeds every passage of documents longer than the embedding model's limit.
         """
         embeddings = embeddings if embeddings is not None or first_stage == "lexical" else BiEncoderEmbeddings()
@@ -90,6 +94,7 @@ class TwoStageRetriever(BaseRetriever):
             [to_document(d) for d in documents],
             embeddings.backend if embeddings else None,
             analyzer=analyzer,
+            hybrid_options=hybrid_options,
             dense_options={
                 "index_type": index_type,
                 "long_documents": long_documents,

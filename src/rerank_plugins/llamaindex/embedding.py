@@ -7,7 +7,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import Field
 
-from rerank_plugins.adapter_common import DEFAULT_BI_ENCODER, BiEncoderAdapterFields, backend_model_name
+from rerank_plugins.adapter_common import DEFAULT_BI_ENCODER, BiEncoderAdapterFields, adopt_backend
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 
 
@@ -24,7 +24,7 @@ class BiEncoderEmbedding(BiEncoderAdapterFields, BaseEmbedding):
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
         if backend is not None:
-            data.setdefault("model_name", backend_model_name(backend, BiEncoderBackend))
+            adopt_backend(backend, BiEncoderBackend, data, "model_name")
         super().__init__(**data)
         self._init_backend(backend, self.model_name)
 

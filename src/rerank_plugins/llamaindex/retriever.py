@@ -72,6 +72,7 @@ class TwoStageRetriever(BaseRetriever):
         analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
+        hybrid_options: dict[str, Any] | None = None,
         metadata_mode: MetadataMode | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
@@ -79,6 +80,7 @@ class TwoStageRetriever(BaseRetriever):
 
         ``first_stage``: ``"dense"`` (FAISS; ``index_type`` flat, hnsw or ivf), ``"lexical"`` (BM25; ``analyzer``
         "auto", "english", "korean-bigram", "korean-morph", "generic" or a callable) or ``"hybrid"`` (both).
+        ``hybrid_options`` (hybrid only): ``fusion`` ("weighted" or "rrf"), ``dense_weight``, ``rrf_k``, ``candidates``.
         ``long_documents="split"`` embeds every passage of nodes longer than the embedding model's limit.
         ``metadata_mode``: which node text is indexed (``get_content(metadata_mode)``); default: the reranker's
         (``MetadataMode.EMBED`` unless it says otherwise), so both stages read one text per node.
@@ -91,6 +93,7 @@ class TwoStageRetriever(BaseRetriever):
             [to_document(n, metadata_mode) for n in nodes],
             embed_model.backend if embed_model else None,
             analyzer=analyzer,
+            hybrid_options=hybrid_options,
             dense_options={
                 "index_type": index_type,
                 "long_documents": long_documents,
