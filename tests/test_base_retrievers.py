@@ -434,3 +434,21 @@ def test_llamaindex_from_nodes_each_kind_saves_and_loads(kind, tiny_bi_path, tin
     retriever.save(tmp_path / kind)
     loaded = LITwoStage.load(tmp_path / kind, embed, CrossEncoderRerank(model=str(tiny_cross_path), top_n=3))
     assert [(n.node.node_id, n.score) for n in loaded.retrieve(QUERY)] == out
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_too_few_base_candidates_are_warned_about_once(tiny_cross_path, li_base, caplog, use_async):
+    """A base retriever's own small k (LangChain vector stores default to 4) leaves the reranker nothing to choose."""
+    reranker = CrossEncoderReranker(model=str(tiny_cross_path), top_n=3)
+    few = LCTwoStage(base_retriever=ScoredRetriever(documents=_scored_documents(), k=3), reranker=reranker)
+    for _ in range(2):
+        await few.ainvoke(QUERY) if use_async else few.invoke(QUERY)
+    assert caplog.text.count("no more than top_n=3") == 1 and "search_kwargs={'k': 30}" in caplog.text
+    caplog.clear()
+    enough = LCTwoStage(base_retriever=ScoredRetriever(documents=_scored_documents(), k=6), reranker=reranker)
+    await enough.ainvoke(QUERY) if use_async else enough.batch([QUERY, QUERY])
+    assert "no more than top_n" not in caplog.text
+
+    li_few = LITwoStage(base_retriever=li_base, reranker=CrossEncoderRerank(model=str(tiny_cross_path), top_n=6))
+    await li_few.aretrieve(QUERY) if use_async else li_few.retrieve(QUERY)
+    assert "no more than top_n=6" in caplog.text and "similarity_top_k=30" in caplog.text

