@@ -22,6 +22,7 @@ from langchain_core.tracers.context import collect_runs  # noqa: E402
 from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
+from rerank_plugins import get_cross_encoder  # noqa: E402
 from rerank_plugins.batching import MicroBatcher  # noqa: E402
 from rerank_plugins.langchain import BiEncoderEmbeddings, CrossEncoderReranker, TwoStageRetriever  # noqa: E402
 from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank  # noqa: E402
@@ -252,6 +253,31 @@ def test_hybrid_options_reach_the_first_stage_from_both_frameworks(tiny_bi_path,
         TwoStageRetriever.from_documents(
             documents, BiEncoderEmbeddings(model=str(tiny_bi_path)), hybrid_options={"dense_weight": 0.7}
         )
+
+
+def test_a_query_too_long_for_the_reranker_is_cut_with_a_warning_or_refused(tiny_cross_path, documents, caplog):
+    """A condensed chat history can be longer than the reranker's pairs: by default its beginning is read."""
+    reranker = CrossEncoderReranker(backend=get_cross_encoder(tiny_cross_path), top_n=None)
+    room = reranker.backend.query_room()
+    long_query = " ".join(["cancer risk"] * room)  # about twice the room
+    fitted, length = reranker.backend.shorten_query(long_query)
+    assert length > room and long_query.startswith(fitted) and fitted != long_query
+    assert len(reranker.backend.model.tokenizer(fitted, add_special_tokens=False)["input_ids"]) == room
+
+    ranked = reranker.compress_documents(documents, long_query)
+    assert f"query of {length} tokens cut to its first {room}" in caplog.text
+    expected = reranker.compress_documents(documents, fitted)
+    scored = [(d.id, d.metadata["rerank_score"]) for d in ranked]
+    assert scored == [(d.id, d.metadata["rerank_score"]) for d in expected]
+    li = CrossEncoderRerank(backend=reranker.backend, top_n=None)
+    nodes = [NodeWithScore(node=TextNode(text=d.page_content, id_=d.id), score=1.0) for d in documents]
+    assert [n.node.node_id for n in li.postprocess_nodes(nodes, query_str=long_query)] == [d.id for d in ranked]
+
+    reranker.long_queries = "error"
+    with pytest.raises(ValueError, match="leaves fewer than"):
+        reranker.compress_documents(documents, long_query)
+    with pytest.raises(ValueError, match="long_queries"):
+        reranker.long_queries = "drop"
 
 
 def test_embedding_settings_are_live(tiny_bi_path):

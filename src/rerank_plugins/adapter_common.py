@@ -150,6 +150,10 @@ class RerankFields(BaseModel):
     long_documents: Literal["truncate", "window"] = Field(
         default="truncate", description="Cut a too-long document (flagged) or score it in overlapping windows."
     )
+    long_queries: Literal["truncate", "error"] = Field(
+        default="truncate",
+        description="A query too long to leave the document room: keep its beginning (with a warning) or raise.",
+    )
     batch_size: int = Field(default=32, description="Pairs per forward pass.")
     fusion_weight: float | Literal["auto"] | None = Field(
         default=None,
@@ -164,6 +168,7 @@ class RerankFields(BaseModel):
             min_keep=self.min_keep,
             scale=self.scale,
             long_documents=self.long_documents,
+            long_queries=self.long_queries,
             batch_size=self.batch_size,
             fusion_weight=self.fusion_weight,
         )

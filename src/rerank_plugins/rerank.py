@@ -6,6 +6,7 @@ handling and fusion with the first stage behave the same everywhere.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,13 @@ from typing import Any
 from rerank_plugins._validation import check_rank_options, check_scale, select_top
 from rerank_plugins.fusion import fuse, stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
-from rerank_plugins.models.pair_scoring import check_scoring_options
+from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, check_scoring_options
 from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
+
+logger = logging.getLogger(__name__)
+
+
+LONG_QUERY_POLICIES = ("truncate", "error")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,9 @@ class RerankOptions:
     min_keep: int = 0
     scale: str = "raw"
     long_documents: str = "truncate"
+    long_queries: str = "truncate"
+    """A query too long to leave the document ``MIN_DOCUMENT_TOKENS`` of the pair: ``"truncate"`` keeps its
+    beginning (with a warning naming both lengths), ``"error"`` raises."""
     batch_size: int = 32
     fusion_weight: float | str | None = None
     """None: order by the reranker alone. A weight ``a`` in [0, 1]: order by ``a * z(rerank) + (1 - a) *
@@ -36,6 +45,8 @@ class RerankOptions:
         check_rank_options(self.top_n, self.score_threshold, self.min_keep)
         check_scale(self.scale)
         check_scoring_options(self.long_documents, self.batch_size)
+        if self.long_queries not in LONG_QUERY_POLICIES:
+            raise ValueError(f"long_queries must be one of {LONG_QUERY_POLICIES}, got {self.long_queries!r}")
         if self.fusion_weight is not None and self.fusion_weight != "auto":
             if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)):
                 raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")
@@ -66,7 +77,8 @@ class RerankingStage:
         """Rerank each query's hits in one batched pass."""
         weight = self.fusion_weight
         ranked = self.backend.rank_batch(
-            [(query, [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs(weight)
+            [(self._fit(query), [hit.document.text for hit in hits]) for query, hits in requests],
+            **self._rank_kwargs(weight),
         )
         return [self._results(hits, items, weight) for (_, hits), items in zip(requests, ranked)]
 
@@ -76,8 +88,26 @@ class RerankingStage:
     async def arerank(self, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
         """:meth:`rerank` from async code: micro-batched with concurrent requests, off the event loop."""
         weight = self.fusion_weight
-        ranked = await self.backend.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs(weight))
+        ranked = await self.backend.arank(
+            self._fit(query), [hit.document.text for hit in hits], **self._rank_kwargs(weight)
+        )
         return self._results(hits, ranked, weight)
+
+    def _fit(self, query: str) -> str:
+        """The query as the reranker reads it: cut to leave the document room, unless ``long_queries="error"``."""
+        if self.options.long_queries == "error" or not isinstance(query, str):
+            return query  # the backend raises for a query that leaves no room, and checks types
+        fitted, length = self.backend.shorten_query(query)
+        if fitted != query:
+            logger.warning(
+                "query of %d tokens cut to its first %d: the reranker reads %d tokens a pair and keeps %d for the "
+                "document (long_queries='error' raises instead)",
+                length,
+                self.backend.query_room(),
+                self.backend.max_length,
+                MIN_DOCUMENT_TOKENS,
+            )
+        return fitted
 
     def _rank_kwargs(self, weight: float | None) -> dict[str, Any]:
         options = self.options

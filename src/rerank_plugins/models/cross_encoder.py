@@ -102,7 +102,7 @@ class CrossEncoderBackend(LazyModelBackend):
         from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         requests = check_set()
-        budget = max_length_of(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+        budget = self.query_room()
         queries, documents = [fit_query(model.tokenizer, q, budget) for q, _ in requests], [d for _, d in requests]
         reference = score_pairs(model, torch_forward(model.model), queries, documents, "truncate", 32)
         quantized = score_pairs(model, candidate, queries, documents, "truncate", 32)
@@ -124,6 +124,21 @@ class CrossEncoderBackend(LazyModelBackend):
     def max_length(self) -> int:
         """Longest (query, document) pair in tokens, special tokens included."""
         return max_length_of(self.model)
+
+    def query_room(self) -> int:
+        """Most query tokens that still leave ``MIN_DOCUMENT_TOKENS`` for the document in a pair."""
+        model = self.model
+        return max_length_of(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+
+    def shorten_query(self, query: str) -> tuple[str, int]:
+        """``query`` cut to its first :meth:`query_room` tokens (unchanged when it fits), and its length in tokens."""
+        room = self.query_room()
+        with self.lock:
+            encoded = self.model.tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
+        length = len(encoded["input_ids"])
+        if length <= room:
+            return query, length
+        return query[: encoded["offset_mapping"][room - 1][1] if room > 0 else 0], length
 
     # -- public API ------------------------------------------------------------------------------------
 
