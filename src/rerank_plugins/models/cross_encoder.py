@@ -102,7 +102,7 @@ class CrossEncoderBackend(LazyModelBackend):
         from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         requests = check_set()
-        budget = self.query_room()
+        budget = _query_room(model)  # called while loading: self.model is not there yet
         queries, documents = [fit_query(model.tokenizer, q, budget) for q, _ in requests], [d for _, d in requests]
         reference = score_pairs(model, torch_forward(model.model), queries, documents, "truncate", 32)
         quantized = score_pairs(model, candidate, queries, documents, "truncate", 32)
@@ -127,8 +127,7 @@ class CrossEncoderBackend(LazyModelBackend):
 
     def query_room(self) -> int:
         """Most query tokens that still leave ``MIN_DOCUMENT_TOKENS`` for the document in a pair."""
-        model = self.model
-        return max_length_of(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+        return _query_room(self.model)
 
     def shorten_query(self, query: str) -> tuple[str, int]:
         """``query`` cut to its first :meth:`query_room` tokens (unchanged when it fits), and its length in tokens."""
@@ -326,3 +325,7 @@ class CrossEncoderBackend(LazyModelBackend):
             )
             for row in keys
         ]
+
+
+def _query_room(model: Any) -> int:
+    return max_length_of(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
