@@ -6,6 +6,7 @@ handling and fusion with the first stage behave the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,9 +89,8 @@ class RerankingStage:
     async def arerank(self, query: str, hits: Sequence[SearchHit]) -> list[RetrievedDocument]:
         """:meth:`rerank` from async code: micro-batched with concurrent requests, off the event loop."""
         weight = self.fusion_weight
-        ranked = await self.backend.arank(
-            self._fit(query), [hit.document.text for hit in hits], **self._rank_kwargs(weight)
-        )
+        query = await asyncio.to_thread(self._fit, query)  # tokenising waits for the backend's lock: off the loop
+        ranked = await self.backend.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs(weight))
         return self._results(hits, ranked, weight)
 
     def _fit(self, query: str) -> str:
