@@ -2,7 +2,7 @@
 
 The teacher is the 6-layer reranker bench/quality.py trained on SciFact train (max length 128); the first stage is
 that run's fine-tuned hybrid (`--pipelines hb`: fine-tuned bi-encoder + English BM25, dense weight 0.4). The student
-keeps ``--layers`` of the teacher's layers and learns the teacher's scores on the hybrid's top-``--distil-depth`` (16:
+keeps ``--layers`` of the teacher's layers and learns the teacher's scores on the hybrid's top-``--distill-depth`` (16:
 the CPU budget of a 2-core machine) for SciFact *train* queries (no labels used) and, with ``--corpus-queries``, for
 offline pseudo-queries made from every abstract (a sentence taken out of it, its title); the same 10% of train queries
 the teacher was held out from choose both fusion weights at the test depth (top-30): the teacher's on their labels,
@@ -43,7 +43,7 @@ from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.runtimes.guard import spearman
 from rerank_plugins.training.distill import (
     DistillationConfig,
-    distil_cross_encoder,
+    distill_cross_encoder,
     record_student_fusion_weight,
     teacher_groups,
 )
@@ -106,14 +106,18 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--depth", type=int, default=30, help="candidates reranked on test and held-out queries")
     parser.add_argument(
-        "--distil-depth", type=int, default=16, help="candidates per train query the teacher scores for the student"
+        "--distill-depth",
+        "--distil-depth",  # the spelling of the commands in bench/results/distill
+        type=int,
+        default=16,
+        help="candidates per train query the teacher scores for the student",
     )
     parser.add_argument("--queries-per-batch", type=int, default=4)
     parser.add_argument(
         "--corpus-queries",
         nargs="+",
         default=[],
-        help="offline pseudo-query strategies over the corpus to distil on as well (`sentence title`, as in the CLI, "
+        help="offline pseudo-query strategies over the corpus to distill on as well (`sentence title`, as in the CLI, "
         "or comma-separated)",
     )
     parser.add_argument(
@@ -149,7 +153,7 @@ def main() -> None:
     stage = hybrid_stage(test, work)
     teacher = CrossEncoderBackend(args.teacher, cache_size=0)
 
-    name = f"{args.layers.replace(',', '-')}{'-layers' if ',' not in args.layers else ''}-top{args.distil_depth}"
+    name = f"{args.layers.replace(',', '-')}{'-layers' if ',' not in args.layers else ''}-top{args.distill_depth}"
     name += f"-{args.epochs}ep-lr{args.learning_rate:g}" + (f"-budget{args.time_budget:g}" if args.time_budget else "")
     strategies = [s for arg in args.corpus_queries for s in arg.split(",") if s]
     if strategies:
@@ -163,13 +167,13 @@ def main() -> None:
         more = [offline_pseudo_queries(documents, s).dataset for s in strategies]
         for extra in more:
             print(f"{extra.name}: {len(extra.queries)} queries", flush=True)
-        _, log = distil_cross_encoder(
+        _, log = distill_cross_encoder(
             CrossEncoderBackend(args.teacher, cache_size=0, runtime=args.teacher_runtime),
             train_all,
             student_dir,
             candidates=stage,
             layers=layers,
-            first_stage_k=args.distil_depth,
+            first_stage_k=args.distill_depth,
             more_queries=more,
             config=DistillationConfig(
                 epochs=args.epochs,
@@ -187,7 +191,7 @@ def main() -> None:
         # The student reranks the top-args.depth at test time: its fusion weight is chosen at that depth (and again
         # for a reused student whose weight an earlier rule chose).
         record_student_fusion_weight(student_dir, teacher, held_out, stage, depth=args.depth, cache=cache)
-    timings["distil (teacher scores of train + training + fusion tuning)"] = round(time.perf_counter() - start, 1)
+    timings["distill (teacher scores of train + training + fusion tuning)"] = round(time.perf_counter() - start, 1)
     record = json.loads((student_dir / "rerank_plugins_training.json").read_text(encoding="utf-8"))
 
     # The teacher's fusion weight on the same held-out queries, from the cached teacher scores.

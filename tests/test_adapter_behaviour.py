@@ -27,6 +27,7 @@ from rerank_plugins.batching import MicroBatcher  # noqa: E402
 from rerank_plugins.langchain import BiEncoderEmbeddings, CrossEncoderReranker, TwoStageRetriever  # noqa: E402
 from rerank_plugins.llamaindex import BiEncoderEmbedding, CrossEncoderRerank  # noqa: E402
 from rerank_plugins.llamaindex import TwoStageRetriever as LITwoStage  # noqa: E402
+from rerank_plugins.rerank import DEFAULT_TOP_N  # noqa: E402
 
 TEXTS = ["cancer gene risk", "heart blood dose", "brain immune virus", "seoul korea city", "the cells protein"]
 QUERIES = ["cat", "car", "sea"]
@@ -165,7 +166,7 @@ def test_llamaindex_retriever_follows_the_reranker_top_n(tiny_bi_path, tiny_cros
     assert len(retriever.retrieve("cancer risk")) == 1
     own = LITwoStage(retriever.index, rerank, top_n=3)
     assert len(own.retrieve("cancer risk")) == 3 and len(own.retrieve_batch(["cancer risk"])[0]) == 3
-    assert len(LITwoStage(retriever.index).retrieve("cancer risk")) == 3  # no reranker, no top_n: three
+    assert len(LITwoStage(retriever.index).retrieve("cancer risk")) == DEFAULT_TOP_N  # no reranker, no top_n
 
 
 # -- live settings: read on every call, validated on assignment, model fields fixed -------------------------
@@ -184,7 +185,7 @@ def test_langchain_reranker_settings_are_live(tiny_cross_path, documents):
     assert reranker.scale == "raw"
     with pytest.raises(ValidationError):
         reranker.fusion_weight = 2.0
-    assert reranker.fusion_weight is None and len(reranker.compress_documents(documents, "q")) == 1
+    assert reranker.fusion_weight == "auto" and len(reranker.compress_documents(documents, "q")) == 1
     reranker.scale = "sigmoid"
     assert all(0 <= d.metadata["rerank_score"] <= 1 for d in reranker.compress_documents(documents, "q"))
     for field, value in (("model", "other"), ("runtime", "onnx"), ("device", "cpu"), ("max_length", 8)):
@@ -251,7 +252,10 @@ def test_hybrid_options_reach_the_first_stage_from_both_frameworks(tiny_bi_path,
         assert {key: stage.describe()[key] for key in options} == options
     with pytest.raises(ValueError, match="hybrid_options"):
         TwoStageRetriever.from_documents(
-            documents, BiEncoderEmbeddings(model=str(tiny_bi_path)), hybrid_options={"dense_weight": 0.7}
+            documents,
+            BiEncoderEmbeddings(model=str(tiny_bi_path)),
+            first_stage="dense",
+            hybrid_options={"dense_weight": 0.7},
         )
 
 
@@ -373,3 +377,55 @@ def test_llamaindex_retrieve_batch_is_traced_per_query(tiny_bi_path, tiny_cross_
     assert len(pairs) == 3 and [len(r) for r in results] == [2, 2, 2]
     assert [p[1].payload["nodes"] for p in pairs] == results
     assert recorder.events.count("RetrievalStartEvent") == recorder.events.count("RetrievalEndEvent") == 3
+
+
+# -- one vocabulary in both frameworks --------------------------------------------------------------------------
+
+
+def test_both_frameworks_take_the_same_argument_names(tiny_bi_path, tiny_cross_path, tmp_path, documents):
+    from rerank_plugins.llamaindex import CrossEncoderReranker as LIReranker
+
+    lc = BiEncoderEmbeddings(model_name=str(tiny_bi_path), batch_size=4)  # langchain-huggingface's name too
+    li = BiEncoderEmbedding(model=str(tiny_bi_path), batch_size=4)  # LlamaIndex's model_name / embed_batch_size too
+    assert lc.model == li.model == li.model_name == str(tiny_bi_path) and li.embed_batch_size == li.batch_size == 4
+    assert lc.backend is li.backend
+    with pytest.raises(ValueError, match="same argument"):
+        BiEncoderEmbedding(model=str(tiny_bi_path), model_name=str(tiny_bi_path))
+    assert LIReranker is CrossEncoderRerank
+    nodes = [TextNode(text=d.page_content, id_=d.id) for d in documents]
+    li_retriever = LITwoStage.from_nodes(nodes, li, first_stage="dense")
+    assert LITwoStage(first_stage=li_retriever.first_stage).index is li_retriever.first_stage
+    with pytest.raises(ValueError, match="same argument"):
+        LITwoStage(first_stage=li_retriever.first_stage, index=li_retriever.first_stage)
+
+
+def test_every_store_saves_with_save_and_loads_with_load(tiny_bi_path, tmp_path, documents):
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+
+    from rerank_plugins.langchain import FaissVectorStore as LCStore
+    from rerank_plugins.llamaindex import FaissVectorStore as LIStore
+
+    lc_embeddings = BiEncoderEmbeddings(model=str(tiny_bi_path))
+    store = LCStore.from_documents(documents, lc_embeddings)
+    store.save(tmp_path / "lc")
+    for loader in (LCStore.load, LCStore.load_local):
+        found = loader(tmp_path / "lc", lc_embeddings).similarity_search("cancer", k=1)
+        assert found == store.similarity_search("cancer", k=1)
+    li_embedding = BiEncoderEmbedding(model_name=str(tiny_bi_path))
+    li_store = LIStore(embed_model=li_embedding)
+    li_store.add(
+        [
+            TextNode(text=d.page_content, id_=d.id, embedding=li_embedding.get_text_embedding(d.page_content))
+            for d in documents
+        ]
+    )
+    li_store.save(tmp_path / "li")
+    query = VectorStoreQuery(query_embedding=li_embedding.get_query_embedding("cancer"), similarity_top_k=1)
+    assert LIStore.load(tmp_path / "li", embed_model=li_embedding).query(query).ids == li_store.query(query).ids
+
+
+def test_every_first_stage_is_exported_from_one_place():
+    import rerank_plugins.first_stage as first_stage
+
+    for name in ("FaissIndex", "LexicalIndex", "HybridIndex", "ShardedIndex"):
+        assert issubclass(getattr(first_stage, name), first_stage.FirstStage)

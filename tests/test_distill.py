@@ -1,6 +1,6 @@
 """Distillation: the student keeps the layers asked for, learns the teacher's order, saves a normal cross-encoder.
 
-The learning test distils a teacher that really ranks (a tiny reranker trained on the topic task of
+The learning test distills a teacher that really ranks (a tiny reranker trained on the topic task of
 test_learning.py) on *unlabelled* queries, and compares the student's agreement with the teacher on held-out queries
 before and after training: a loss that ignores the teacher leaves the agreement where the truncated, untrained
 student had it, and targets misaligned with their documents drive it down (both checked by breaking the code).
@@ -20,7 +20,7 @@ from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.schema import Document, SearchHit
-from rerank_plugins.training import DistillationConfig, distil_cross_encoder, distill
+from rerank_plugins.training import DistillationConfig, distill, distill_cross_encoder
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
 from rerank_plugins.training.distill import kept_layers, teacher_groups, truncated_student
 from test_learning import topic_data  # the topic task: a query's words and its positive share one topic
@@ -145,7 +145,7 @@ def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path
     check_candidates = candidates_of(check, check_negatives)
     # Layer 0 alone: the scoring head never read its output, so the untrained student agrees little.
     before = agreement(save_untrained_student(teacher, tmp_path / "untrained", [0]), teacher, check, check_candidates)
-    path, log = distil_cross_encoder(
+    path, log = distill_cross_encoder(
         teacher,
         unlabelled(train),
         tmp_path / "student",
@@ -177,7 +177,7 @@ def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path
     seen = []
     original = teacher.score_batch
     teacher.score_batch = lambda requests, **kw: seen.extend(requests) or original(requests, **kw)
-    path, log = distil_cross_encoder(
+    path, log = distill_cross_encoder(
         teacher,
         data,
         tmp_path / "s",
@@ -194,7 +194,7 @@ def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path
     card = json.loads((path / "rerank_plugins_training.json").read_text())
     assert card["scores"]["more_queries_left_out_too_long"] == {more.name: 1}
     with pytest.raises(TypeError, match="FirstStage"):
-        distil_cross_encoder(
+        distill_cross_encoder(
             teacher,
             data,
             tmp_path / "t",
@@ -204,7 +204,7 @@ def test_more_queries_are_scored_on_their_own_view_of_the_corpus(tiny_cross_path
         )
 
 
-def test_cli_distils_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_path, tiny_bi_path, tmp_path, capsys):
+def test_cli_distills_over_a_first_stage_into_a_normal_cross_encoder(tiny_cross_path, tiny_bi_path, tmp_path, capsys):
     from sentence_transformers import CrossEncoder
 
     from rerank_plugins.cli import main
@@ -317,20 +317,20 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
     data = from_pairs([("cancer risk", "cancer risk in patients"), ("seoul city", "seoul is a city")])
     two = {q: list(data.corpus) for q in data.queries}
     with pytest.raises(ValueError, match="the teacher has 2 layers"):
-        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=2)
+        distill_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=2)
     with pytest.raises(ValueError, match="between 1 and 1"):
-        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=0)
+        distill_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=two, layers=0)
     with pytest.raises(ValueError, match="no queries"):
-        distil_cross_encoder(tiny_cross_path, RetrievalDataset({}, {}, {}), tmp_path / "s", candidates={}, layers=1)
+        distill_cross_encoder(tiny_cross_path, RetrievalDataset({}, {}, {}), tmp_path / "s", candidates={}, layers=1)
     with pytest.raises(ValueError, match="2 or more candidates"):
-        distil_cross_encoder(
+        distill_cross_encoder(
             tiny_cross_path, data, tmp_path / "s", candidates={q: docs[:1] for q, docs in two.items()}, layers=1
         )
     with pytest.raises(ValueError, match="nope"):
-        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates={"q1": ["nope", "d1"]}, layers=1)
+        distill_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates={"q1": ["nope", "d1"]}, layers=1)
     long_data = from_pairs([(" ".join(["cancer"] * 200), "cancer risk in patients"), ("seoul city", "seoul")])
     with pytest.raises(ValueError, match=r"1 queries leave fewer than \d+ of max_length=\d+ .* in "):
-        distil_cross_encoder(
+        distill_cross_encoder(
             tiny_cross_path,
             long_data,
             tmp_path / "s",
@@ -338,7 +338,7 @@ def test_bad_input_is_refused_with_a_clear_error(tiny_cross_path, tmp_path):
             layers=1,
         )
     with pytest.raises(TypeError, match="FirstStage or a mapping"):
-        distil_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=["d1"], layers=1)
+        distill_cross_encoder(tiny_cross_path, data, tmp_path / "s", candidates=["d1"], layers=1)
     with pytest.raises(ValueError, match="label_weight must be >= 0"):
         DistillationConfig(label_weight=-0.5)
     assert not (tmp_path / "s").exists()
@@ -351,7 +351,7 @@ def test_the_label_term_teaches_what_the_teacher_does_not_know(tiny_cross_path, 
     train, train_negatives = topic_data(2000, seed=3)
     check, check_negatives = topic_data(60, seed=4)
     chance = cross_encoder_mrr(tiny_cross_path, check, check_negatives)
-    path, _ = distil_cross_encoder(
+    path, _ = distill_cross_encoder(
         tiny_cross_path,
         train,
         tmp_path / "student",

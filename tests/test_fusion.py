@@ -26,6 +26,15 @@ TEXTS = [
 ]
 
 
+def test_fused_scores_are_never_nan_and_a_nan_model_score_ranks_last():
+    first = np.array([0.3, 0.2, 0.1])
+    for weight in (0.0, 0.4, 1.0):
+        fused = fuse([2.0, float("nan"), 1.0], first, weight)
+        assert not np.isnan(fused).any()
+        assert (np.argsort(-fused, kind="stable")[-1] == 1) == (weight > 0)  # at weight 0 the first stage decides
+    np.testing.assert_array_equal(fuse([2.0, float("nan"), 1.0], first, 0.0), zscore(first))
+
+
 def test_fuse_formula():
     rerank, first = np.array([3.0, 1.0, 2.0]), np.array([0.1, 0.3, 0.2])
     np.testing.assert_allclose(fuse(rerank, first, 0.3), 0.3 * zscore(rerank) + 0.7 * zscore(first))
@@ -224,3 +233,130 @@ def test_fusion_tuning_prefers_a_steady_gain_to_a_larger_noisier_one(monkeypatch
     assert tuned["weight"] == 0.5
     assert tuned["lower_bound_by_weight"]["0.5"] > 0 > tuned["lower_bound_by_weight"]["1.0"]
     assert tuned["gain_over_first_stage"] == pytest.approx(0.02)
+
+
+# -- defaults: "auto" everywhere, checked against the first stage in use ------------------------------------------
+
+
+def _trained_copy(tmp_path, tiny_cross_path, record):
+    import shutil
+
+    model = tmp_path / "trained"
+    shutil.copytree(tiny_cross_path, model)
+    (model / "rerank_plugins_training.json").write_text(json.dumps(record) if isinstance(record, dict) else record)
+    return model
+
+
+def _ids(results):
+    return [r.document.id for r in results]
+
+
+def test_default_options_use_the_stored_weight_in_every_entry_point(tmp_path, tiny_cross_path, index):
+    """A stored weight of 0 reproduces the first stage: defaults that ignored it would rank by the reranker."""
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from langchain_core.documents import Document as LCDocument
+
+    from rerank_plugins.langchain import CrossEncoderReranker
+    from rerank_plugins.langchain import TwoStageRetriever as LCTwoStage
+    from rerank_plugins.llamaindex import CrossEncoderRerank
+    from rerank_plugins.llamaindex import TwoStageRetriever as LITwoStage
+
+    model = _trained_copy(tmp_path, tiny_cross_path, {"fusion": {"weight": 0.0, "first_stage": index.describe()}})
+    first = _ids(TwoStagePipeline(index, None, top_k=8, options=RerankOptions(top_n=5)).retrieve("cancer risk"))
+    alone = _ids(
+        TwoStagePipeline(index, get_cross_encoder(model), top_k=8, options=RerankOptions(fusion_weight=None)).retrieve(
+            "cancer risk"
+        )
+    )
+    assert alone != first  # else this test could not tell the defaults apart
+    assert _ids(TwoStagePipeline(index, get_cross_encoder(model), top_k=8).retrieve("cancer risk")) == first
+    lc = LCTwoStage(first_stage=index, reranker=CrossEncoderReranker(model=str(model)), top_k=8).invoke("cancer risk")
+    assert [d.id for d in lc] == first
+    li = LITwoStage(first_stage=index, reranker=CrossEncoderRerank(model=str(model)), top_k=8).retrieve("cancer risk")
+    assert [n.node.node_id for n in li] == first
+    hits = index.search("cancer risk", 8)
+    scored = [LCDocument(page_content=h.document.text, metadata={"score": h.score}, id=h.document.id) for h in hits]
+    assert [d.id for d in CrossEncoderReranker(model=str(model)).compress_documents(scored, "cancer risk")] == first
+
+
+def test_one_top_n_default():
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from rerank_plugins.adapter_common import RerankFields
+    from rerank_plugins.cli import _parser
+    from rerank_plugins.rerank import DEFAULT_TOP_N
+
+    assert RerankOptions().top_n == RerankFields().top_n == DEFAULT_TOP_N
+    assert _parser().parse_args(["search", "--index", "x", "--query", "q"]).top_n == DEFAULT_TOP_N
+
+
+def test_a_weight_tuned_with_another_first_stage_is_used_with_a_warning(tmp_path, tiny_cross_path, index, caplog):
+    other = {**index.describe(), "embedding_model": "another-model"}
+    model = _trained_copy(tmp_path, tiny_cross_path, {"fusion": {"weight": 0.0, "first_stage": other}})
+    pipeline = TwoStagePipeline(index, get_cross_encoder(model), top_k=8)
+    with caplog.at_level("WARNING", logger="rerank_plugins.fusion"):
+        pipeline.retrieve("cancer risk")
+        pipeline.retrieve("heart")
+    warnings = [r.getMessage() for r in caplog.records if "another first stage" in r.getMessage()]
+    assert len(warnings) == 1 and "another-model" in warnings[0] and str(tiny_cross_path) not in warnings[0]
+    assert json.dumps(index.describe()["embedding_model"]) in warnings[0]
+    caplog.clear()
+    same = {**index.describe(), "index_type": "hnsw", "documents": 3}  # neither changes the scores' order
+    model2 = tmp_path / "same"
+    model2.mkdir()
+    for f in model.iterdir():
+        (model2 / f.name).write_bytes(f.read_bytes())
+    (model2 / "rerank_plugins_training.json").write_text(json.dumps({"fusion": {"weight": 0.0, "first_stage": same}}))
+    with caplog.at_level("WARNING", logger="rerank_plugins.fusion"):
+        TwoStagePipeline(index, get_cross_encoder(model2), top_k=8).retrieve("cancer risk")
+    assert not [r for r in caplog.records if "another first stage" in r.getMessage()]
+
+
+@pytest.mark.parametrize("record", ["{not json", '{"fusion": {"weight": "high"}}', '{"fusion": [0.5]}', "[1]"])
+def test_an_unreadable_training_record_is_an_error_not_no_fusion(tmp_path, tiny_cross_path, index, record):
+    model = _trained_copy(tmp_path, tiny_cross_path, record)
+    with pytest.raises(ValueError, match="training record"):
+        TwoStagePipeline(index, get_cross_encoder(model), top_k=8).retrieve("cancer risk")
+    assert TwoStagePipeline(
+        index, get_cross_encoder(model), top_k=8, options=RerankOptions(fusion_weight=None)
+    ).retrieve("cancer risk")  # an explicit choice does not read the record
+
+
+def test_auto_without_first_stage_scores_ranks_by_the_reranker_with_a_warning(tmp_path, tiny_cross_path, caplog):
+    pytest.importorskip("langchain_core")
+    from langchain_core.documents import Document as LCDocument
+
+    from rerank_plugins.langchain import CrossEncoderReranker
+
+    model = _trained_copy(tmp_path, tiny_cross_path, {"fusion": {"weight": 0.3}})
+    unscored = [LCDocument(page_content=t) for t in TEXTS]
+    with caplog.at_level("WARNING", logger="rerank_plugins.rerank"):
+        out = CrossEncoderReranker(model=str(model), top_n=8).compress_documents(unscored, "cancer risk")
+    alone = CrossEncoderReranker(model=str(model), top_n=8, fusion_weight=None).compress_documents(
+        unscored, "cancer risk"
+    )
+    assert [d.page_content for d in out] == [d.page_content for d in alone]
+    assert all("fused_score" not in d.metadata for d in out)
+    assert any("no first-stage score" in r.getMessage() for r in caplog.records)
+
+
+def test_two_stage_retrievers_default_to_the_hybrid_first_stage(tiny_bi_path):
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from langchain_core.documents import Document as LCDocument
+    from llama_index.core.schema import TextNode
+
+    from rerank_plugins.cli import _parser
+    from rerank_plugins.langchain import BiEncoderEmbeddings
+    from rerank_plugins.langchain import TwoStageRetriever as LCTwoStage
+    from rerank_plugins.llamaindex import BiEncoderEmbedding
+    from rerank_plugins.llamaindex import TwoStageRetriever as LITwoStage
+
+    lc = LCTwoStage.from_documents(
+        [LCDocument(page_content=t) for t in TEXTS], BiEncoderEmbeddings(model=str(tiny_bi_path))
+    )
+    li = LITwoStage.from_nodes([TextNode(text=t) for t in TEXTS], BiEncoderEmbedding(model_name=str(tiny_bi_path)))
+    assert lc.first_stage.describe()["kind"] == li.first_stage.describe()["kind"] == "hybrid"
+    for command in (["evaluate", "--data", "x", "--output", "y"], ["train-cross", "--data", "x", "--output", "y"]):
+        assert _parser().parse_args(command).first_stage == "hybrid"

@@ -144,7 +144,8 @@ def test_retriever_can_split_long_documents(tiny_bi_path, documents):
     split = TwoStageRetriever.from_documents(
         [*documents, long], BiEncoderEmbeddings(model=str(tiny_bi_path)), top_k=10, top_n=10, long_documents="split"
     )
-    assert split.index.long_documents == "split" and split.index._faiss.ntotal > len(documents) + 1
+    dense = split.index.dense  # the default hybrid's dense side
+    assert dense.long_documents == "split" and dense._faiss.ntotal > len(documents) + 1
     out = split.invoke("seoul korea city")
     assert len(out) == len(documents) + 1 and len({d.id for d in out}) == len(out)  # the long one appears once
 

@@ -102,7 +102,7 @@ def test_retriever_can_split_long_nodes(tiny_bi_path, nodes):
         long_documents="split",
     )
     out = split.retrieve("seoul korea city")
-    assert split.index.long_documents == "split"
+    assert split.index.dense.long_documents == "split"  # the default hybrid's dense side
     assert len(out) == len(nodes) + 1 and len({n.node.node_id for n in out}) == len(out)
 
 

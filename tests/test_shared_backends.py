@@ -35,7 +35,7 @@ def test_retrievers_share_with_the_adapters_they_were_built_from(tiny_bi_path, t
         li.BiEncoderEmbedding(model_name=str(tiny_bi_path)),
         li.CrossEncoderRerank(model=str(tiny_cross_path)),
     )
-    assert lc_retriever.index.embedder is li_retriever.index.embedder
+    assert lc_retriever.index.dense.embedder is li_retriever.index.dense.embedder  # the hybrid's dense sides
     assert lc_retriever.reranker.backend is li_retriever.reranker.backend
 
 

@@ -284,7 +284,7 @@ def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
         )
         == 0
     )
-    assert "cosine" in capsys.readouterr().out
+    assert "hybrid" in capsys.readouterr().out  # the default first stage
     assert (
         main(
             [
@@ -293,6 +293,8 @@ def test_cli_index_and_search(tmp_path, beir_dir, tiny_bi_path, capsys):
                 str(beir_dir),
                 "--bi-encoder",
                 str(tiny_bi_path),
+                "--first-stage",
+                "dense",
                 "--split-long-documents",
                 "--output",
                 str(tmp_path / "split"),

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
-from rerank_plugins.rerank import RerankingStage, RerankOptions
+from rerank_plugins.rerank import DEFAULT_TOP_N, RerankingStage, RerankOptions
 from rerank_plugins.schema import RETRIEVAL_SCORE
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class BiEncoderAdapterFields(ModelLoadFields):
 class RerankFields(BaseModel):
     """How cross-encoder scores become a result list (validated by :class:`RerankOptions` on each change)."""
 
-    top_n: int | None = Field(default=3, description="Keep at most this many documents (None: all).")
+    top_n: int | None = Field(default=DEFAULT_TOP_N, description="Keep at most this many documents (None: all).")
     score_threshold: float | None = Field(
         default=None, description="Drop documents scoring below this, in `scale` units."
     )
@@ -156,9 +156,10 @@ class RerankFields(BaseModel):
     )
     batch_size: int = Field(default=32, description="Pairs per forward pass.")
     fusion_weight: float | Literal["auto"] | None = Field(
-        default=None,
-        description="Order by a*z(rerank)+(1-a)*z(first stage) (needs first-stage scores); 'auto' uses the weight "
-        "tuned on held-out queries when the model was trained; None ranks by the reranker alone.",
+        default="auto",
+        description="'auto': the weight tuned on held-out queries when rerank-plugins trained the model, else the "
+        "reranker alone; a number a orders by a*z(rerank)+(1-a)*z(first stage) (needs first-stage scores); None: "
+        "the reranker alone.",
     )
 
     def rerank_options(self) -> RerankOptions:
@@ -213,11 +214,13 @@ class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
 
     @property
     def stage(self) -> RerankingStage:
-        """The reranking stage with the options in force now."""
+        """The reranking stage with the options in force now (first stage unknown: a compressor's candidates)."""
         return RerankingStage(self._backend, self.rerank_options())
 
-    def stage_with_top_n(self, top_n: int | None) -> RerankingStage:
-        """:attr:`stage` keeping ``top_n`` documents instead (a retriever's own or per-call top_n); None: ours."""
-        if top_n is None:
-            return self.stage
-        return RerankingStage(self._backend, dataclasses.replace(self.rerank_options(), top_n=top_n))
+    def stage_for(self, top_n: int | None, first_stage: dict[str, Any] | None) -> RerankingStage:
+        """:attr:`stage` for a two-stage retriever: its (or a per-call) ``top_n`` if not None, and the description
+        of its first stage, which ``fusion_weight="auto"`` checks a stored weight against."""
+        options = self.rerank_options()
+        if top_n is not None:
+            options = dataclasses.replace(options, top_n=top_n)
+        return RerankingStage(self._backend, options, first_stage=first_stage)

@@ -12,16 +12,17 @@ from typing import Any
 
 from rerank_plugins.data import load_dataset
 from rerank_plugins.first_stage import FIRST_STAGES, load_first_stage
-from rerank_plugins.fusion import stored_fusion_weight
+from rerank_plugins.fusion import auto_fusion_weight, stored_fusion_weight
 from rerank_plugins.models import RUNTIMES, CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
+from rerank_plugins.rerank import DEFAULT_TOP_N
 from rerank_plugins.training.cross_encoder import DEFAULT_BACKBONE
 from rerank_plugins.training.pseudo_queries import OFFLINE_STRATEGIES
 from rerank_plugins.training.recipes import NEGATIVE_KINDS
 
 BI_HELP = "bi-encoder: hub id or directory (default: %(default)s, packaged offline)"
 SPLIT_HELP = "embed every passage of documents longer than the bi-encoder's max length (default: their beginning)"
-SCORE_LABELS = {"dense": "cosine", "lexical": "bm25", "hybrid": "fused"}
+SCORE_LABELS = {"dense": "cosine", "lexical": "bm25", "hybrid": "hybrid"}
 CACHE_HELP = "SQLite file keeping embeddings across runs (keyed by the model's content): unchanged texts are free"
 ANALYZERS = ("auto", "english", "korean", "korean-bigram", "korean-morph", "generic")
 
@@ -44,12 +45,15 @@ def _add_tuning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-split", default="train", help="queries to tune on (default: %(default)s)")
 
 
-def _add_first_stage(parser: argparse.ArgumentParser, what: str = "first stage") -> None:
+def _add_first_stage(
+    parser: argparse.ArgumentParser, what: str = "first stage", default: str | None = "hybrid"
+) -> None:
     parser.add_argument(
         "--first-stage",
-        default="dense",
+        default=default,
         choices=FIRST_STAGES,
-        help=f"{what}: dense (FAISS), lexical (BM25) or hybrid (both fused) (default: %(default)s)",
+        help=f"{what}: dense (FAISS), lexical (BM25) or hybrid (both fused) (default: "
+        + ("%(default)s)" if default else "hybrid; dense for a sharded build, the only kind that shards yet)"),
     )
     parser.add_argument(
         "--analyzer",
@@ -91,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="index a data set's corpus into a first-stage directory")
     _add_data(index, "test")
-    _add_first_stage(index)
+    _add_first_stage(index, default=None)
     _add_tuning(index)
     index.add_argument("--bi-encoder", default=DEFAULT_BACKBONE, help=BI_HELP)
     index.add_argument("--embedding-cache", help=CACHE_HELP)
@@ -119,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--embedding-cache", help=CACHE_HELP)
     search.add_argument("--cross-encoder", help="reranker directory or hub id (omit for first stage only)")
     search.add_argument("--top-k", type=int, default=30, help="first-stage candidates (default: %(default)s)")
-    search.add_argument("--top-n", type=int, default=5, help="results shown (default: %(default)s)")
+    search.add_argument("--top-n", type=int, default=DEFAULT_TOP_N, help="results shown (default: %(default)s)")
 
     train_bi = commands.add_parser("train-bi", help="fine-tune a bi-encoder (MultipleNegativesRankingLoss + negatives)")
     _add_data(train_bi, "train")
@@ -203,11 +207,11 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--yes", action="store_true", help="with --llm: start without asking after showing the cost")
 
     distill = commands.add_parser(
-        "distill", help="distil a trained reranker into a smaller, faster one (the teacher labels the candidates)"
+        "distill", help="distill a trained reranker into a smaller, faster one (the teacher labels the candidates)"
     )
     _add_data(distill, "train")
     _add_first_stage(distill, "first stage whose top-k the student learns to rerank, and fuses with")
-    distill.add_argument("--teacher", required=True, help="trained cross-encoder to distil (directory or hub id)")
+    distill.add_argument("--teacher", required=True, help="trained cross-encoder to distill (directory or hub id)")
     distill.add_argument("--output", required=True, help="directory for the student")
     distill.add_argument(
         "--bi-encoder", default=DEFAULT_BACKBONE, help="embedding model of a dense or hybrid first stage"
@@ -277,8 +281,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--fusion-weight",
-        help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1], "
-        "or 'auto' for the weight stored with a reranker trained by rerank-plugins",
+        default="auto",
+        help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1]; 'auto' for the weight stored "
+        "with a reranker trained by rerank-plugins (none stored: the reranker alone); 'none' for the reranker alone "
+        "(default: %(default)s)",
     )
     evaluate.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
     evaluate.add_argument(
@@ -395,11 +401,13 @@ def _run(args: argparse.Namespace) -> int:
             train_bi_encoder=args.train_bi_encoder,
         )
     elif args.command == "index" and (args.engine == "ray" or args.shards):
+        args.first_stage = args.first_stage or "dense"
         path = _sharded_index(args)
         print(f"Indexed {len(load_first_stage(path, _bi_encoder(args)))} documents (dense, sharded) -> {path}")
     elif args.command == "index":
         if args.address or args.workers != 1 or args.threads_per_worker:
             raise ValueError("--address, --workers and --threads-per-worker need --engine ray")
+        args.first_stage = args.first_stage or "hybrid"
         dataset = load_dataset(args.data, args.split)
         path = _corpus_stage(args, dataset).save(args.output)
         print(f"Indexed {len(dataset.corpus)} documents ({args.first_stage}) -> {path}")
@@ -414,8 +422,10 @@ def _run(args: argparse.Namespace) -> int:
         for query, results in zip(args.query, pipeline.retrieve_batch(args.query)):
             print(f"\n{query}")
             for rank, r in enumerate(results, 1):
+                fused = "" if r.fused_score is None else f"fused {r.fused_score:+.2f}  "
                 rerank = "" if r.rerank_score is None else f"rerank {r.rerank_score:+.3f}  "
-                print(f"  {rank}. {rerank}{label} {r.retrieval_score:.3f}  [{r.document.id}] {r.document.text[:90]}")
+                first = f"{label} {r.retrieval_score:.3f}"
+                print(f"  {rank}. {fused}{rerank}{first}  [{r.document.id}] {r.document.text[:90]}")
     elif args.command == "train-bi":
         from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig
         from rerank_plugins.training.recipes import train_bi_encoder_on
@@ -468,7 +478,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "adapt":
         _adapt(args)
     elif args.command == "distill":
-        from rerank_plugins.training.distill import DistillationConfig, distil_cross_encoder
+        from rerank_plugins.training.distill import DistillationConfig, distill_cross_encoder
 
         config = DistillationConfig(
             epochs=args.epochs,
@@ -487,7 +497,7 @@ def _run(args: argparse.Namespace) -> int:
             # A BEIR folder keeps titles apart from the text (the title strategy needs them).
             documents = load_corpus(args.data if Path(args.data).is_dir() else dataset.corpus)
             more = [offline_pseudo_queries(documents, s).dataset for s in dict.fromkeys(args.corpus_queries)]
-        path, log = distil_cross_encoder(
+        path, log = distill_cross_encoder(
             CrossEncoderBackend(args.teacher, cache_size=0, max_length=args.max_length, runtime=args.teacher_runtime),
             dataset,
             args.output,
@@ -510,8 +520,10 @@ def _run(args: argparse.Namespace) -> int:
         reranker = get_cross_encoder(args.cross_encoder) if args.cross_encoder else None
         weight = args.fusion_weight
         if weight == "auto":
-            weight = stored_fusion_weight(reranker.path) if reranker else None
-        elif weight is not None:
+            weight = auto_fusion_weight(reranker.path, stage.describe()) if reranker else None
+        elif weight == "none":
+            weight = None
+        else:
             weight = float(weight)
         report = evaluate_two_stage(
             dataset,

@@ -8,12 +8,15 @@ stage on data like the held-out set, and a strong one is trusted fully.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 TRAINING_INFO = "rerank_plugins_training.json"
 
@@ -34,21 +37,90 @@ def fuse(rerank_scores: Sequence[float], retrieval_scores: Sequence[float | None
         raise ValueError(f"fusion_weight must be between 0 and 1, got {weight}")
     if any(score is None for score in retrieval_scores):
         raise ValueError("fusion_weight needs a first-stage score for every candidate (retrieval_score)")
-    return weight * zscore(np.asarray(rerank_scores)) + (1 - weight) * zscore(np.asarray(retrieval_scores, dtype=float))
+    rerank = zscore(np.asarray(rerank_scores))
+    retrieval = zscore(np.asarray(retrieval_scores, dtype=float))
+    if weight == 0.0:  # the ends are exactly one side: 0 * -inf (a NaN model score) would be NaN
+        return retrieval
+    if weight == 1.0:
+        return rerank
+    return weight * rerank + (1 - weight) * retrieval
 
 
 def stored_fusion(model_path: str | Path) -> dict[str, Any]:
     """The fusion record saved with a model trained by rerank-plugins (weight, the first stage it was tuned with, the
-    sweep); empty when there is none."""
+    sweep); empty when the model has no training record (e.g. a hub model) or its record has no fusion entry.
+
+    A record that exists but cannot be read is an error: silently dropping it would turn fusion off.
+    """
     info = Path(model_path) / TRAINING_INFO
-    try:
-        fusion = json.loads(info.read_text(encoding="utf-8")).get("fusion", {})
-    except (OSError, ValueError, AttributeError):
+    if not info.is_file():
         return {}
-    return fusion if isinstance(fusion, dict) else {}
+    try:
+        record = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot read the training record {info} ({error}): restore it, or delete it to rank "
+            "without the stored fusion weight"
+        ) from error
+    fusion = record.get("fusion", {}) if isinstance(record, dict) else None
+    weight = fusion.get("weight") if isinstance(fusion, dict) else None
+    if not isinstance(fusion, dict) or not (
+        weight is None or (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1)
+    ):
+        raise ValueError(
+            f"the training record {info} has an invalid fusion entry {fusion!r}: restore it, or delete "
+            "it to rank without the stored fusion weight"
+        )
+    return fusion
 
 
 def stored_fusion_weight(model_path: str | Path) -> float | None:
     """The fusion weight tuned on held-out queries when the model was trained by rerank-plugins, if any."""
     weight = stored_fusion(model_path).get("weight")
-    return float(weight) if isinstance(weight, (int, float)) else None
+    return None if weight is None else float(weight)
+
+
+IGNORED_SETTINGS = frozenset({"documents", "shards", "index_type", "chosen_by"})
+"""Parts of a first stage's description that do not change its scores' order (size, exact vs approximate search,
+how an analyzer was picked): a stored weight still fits when only these differ."""
+
+
+def scoring_settings(description: Any) -> Any:
+    """``description`` without :data:`IGNORED_SETTINGS`, for comparing the first stage a weight was tuned with."""
+    if isinstance(description, dict):
+        return {k: scoring_settings(v) for k, v in description.items() if k not in IGNORED_SETTINGS}
+    if isinstance(description, list):
+        return [scoring_settings(v) for v in description]
+    return description
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def auto_fusion_weight(model_path: str | Path, first_stage: dict[str, Any] | None = None) -> float | None:
+    """What ``fusion_weight="auto"`` means for a model: its stored weight, or None (the reranker alone) without one.
+
+    ``first_stage`` is the description of the first stage in use, when known: a weight tuned with another kind or
+    other settings is still used (it usually helps), with one warning per process naming both.
+    """
+    fusion = stored_fusion(model_path)
+    weight = fusion.get("weight")
+    if weight is None:
+        return None
+    tuned_with = fusion.get("first_stage")
+    if first_stage is not None and tuned_with is not None:
+        here = json.loads(json.dumps(first_stage))  # as a training record stores it
+        if scoring_settings(tuned_with) != scoring_settings(here):
+            key = (str(model_path), json.dumps(here, sort_keys=True))
+            if key not in _warned:
+                _warned.add(key)
+                logger.warning(
+                    "the fusion weight %s stored with %s was tuned with another first stage (%s); the first stage "
+                    "here is %s: the weight is used anyway; retrain the reranker with this first stage, or set "
+                    "fusion_weight, for a weight that fits",
+                    weight,
+                    model_path,
+                    json.dumps(tuned_with),
+                    json.dumps(here),
+                )
+    return float(weight)

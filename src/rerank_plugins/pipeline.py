@@ -40,6 +40,8 @@ class TwoStagePipeline:
                 "(RerankingStage(backend, options)) or pass the backend with options="
             )
         self.first_stage = first_stage
+        if reranker is not None and reranker.first_stage is None:
+            reranker = reranker.with_first_stage(first_stage.describe())  # what fusion_weight="auto" checks against
         self.reranker = reranker
         self.top_k = check_positive_int(top_k, "top_k")
         self.options = reranker.options if reranker is not None else options or RerankOptions()

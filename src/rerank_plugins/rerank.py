@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from rerank_plugins._validation import check_rank_options, check_scale, select_top
-from rerank_plugins.fusion import fuse, stored_fusion_weight
+from rerank_plugins.fusion import auto_fusion_weight, fuse
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, check_scoring_options
 from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
@@ -23,12 +25,15 @@ logger = logging.getLogger(__name__)
 
 LONG_QUERY_POLICIES = ("truncate", "error")
 
+DEFAULT_TOP_N = 5
+"""Documents kept by default, by every reranker and two-stage retriever (and the CLI)."""
+
 
 @dataclass(frozen=True)
 class RerankOptions:
     """How a cross-encoder's scores become a result list (validated on construction)."""
 
-    top_n: int | None = 5
+    top_n: int | None = DEFAULT_TOP_N
     score_threshold: float | None = None
     min_keep: int = 0
     scale: str = "raw"
@@ -37,10 +42,11 @@ class RerankOptions:
     """A query too long to leave the document ``MIN_DOCUMENT_TOKENS`` of the pair: ``"truncate"`` keeps its
     beginning (with a warning naming both lengths), ``"error"`` raises."""
     batch_size: int = 32
-    fusion_weight: float | str | None = None
-    """None: order by the reranker alone. A weight ``a`` in [0, 1]: order by ``a * z(rerank) + (1 - a) *
-    z(retrieval)`` (see :mod:`rerank_plugins.fusion`). ``"auto"``: the weight stored with a model trained by
-    rerank-plugins (tuned on its held-out queries), or the reranker alone if none is stored."""
+    fusion_weight: float | str | None = "auto"
+    """``"auto"``: the weight stored with a model trained by rerank-plugins (tuned on its held-out queries, so the
+    result is not below the first stage on data like them), or the reranker alone without one (a hub model) or when
+    candidates carry no first-stage score. A weight ``a`` in [0, 1]: order by ``a * z(rerank) + (1 - a) *
+    z(retrieval)`` (see :mod:`rerank_plugins.fusion`). None: the reranker alone."""
 
     def __post_init__(self) -> None:
         check_rank_options(self.top_n, self.score_threshold, self.min_keep)
@@ -58,28 +64,41 @@ class RerankOptions:
 class RerankingStage:
     """A cross-encoder backend with its :class:`RerankOptions`: hits in, ranked :class:`RetrievedDocument` out.
 
-    Each output is a subset of its input hits, each at most once, best first.
+    Each output is a subset of its input hits, each at most once, best first. ``first_stage`` describes the first
+    stage the hits come from (:meth:`FirstStage.describe`), when known: ``fusion_weight="auto"`` checks a stored
+    weight against it.
     """
 
-    def __init__(self, backend: CrossEncoderBackend, options: RerankOptions | None = None) -> None:
+    def __init__(
+        self,
+        backend: CrossEncoderBackend,
+        options: RerankOptions | None = None,
+        *,
+        first_stage: dict[str, Any] | None = None,
+    ) -> None:
         if not isinstance(backend, CrossEncoderBackend):
             raise TypeError(f"backend must be a CrossEncoderBackend, got {type(backend).__name__}")
         self.backend = backend
         self.options = options or RerankOptions()
+        self.first_stage = first_stage
+        self._unscored_warned = False
+
+    def with_first_stage(self, first_stage: dict[str, Any] | None) -> RerankingStage:
+        """This stage (same backend and options) for hits from the first stage ``first_stage`` describes."""
+        return RerankingStage(self.backend, self.options, first_stage=first_stage)
 
     @property
     def fusion_weight(self) -> float | None:
         """The fusion weight in force (``"auto"`` resolved from the model's training record)."""
         if self.options.fusion_weight == "auto":
-            return stored_fusion_weight(self.backend.path)
+            return auto_fusion_weight(self.backend.path, self.first_stage)
         return self.options.fusion_weight
 
     def rerank_batch(self, requests: Sequence[tuple[str, Sequence[SearchHit]]]) -> list[list[RetrievedDocument]]:
         """Rerank each query's hits in one batched pass."""
         weight = self.fusion_weight
         ranked = self.backend.rank_batch(
-            [(self._fit(query), [hit.document.text for hit in hits]) for query, hits in requests],
-            **self._rank_kwargs(weight),
+            [(self._fit(query), [hit.document.text for hit in hits]) for query, hits in requests], **self._rank_kwargs()
         )
         return [self._results(hits, items, weight) for (_, hits), items in zip(requests, ranked)]
 
@@ -90,7 +109,7 @@ class RerankingStage:
         """:meth:`rerank` from async code: micro-batched with concurrent requests, off the event loop."""
         weight = self.fusion_weight
         query = await asyncio.to_thread(self._fit, query)  # tokenising waits for the backend's lock: off the loop
-        ranked = await self.backend.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs(weight))
+        ranked = await self.backend.arank(query, [hit.document.text for hit in hits], **self._rank_kwargs())
         return self._results(hits, ranked, weight)
 
     def _fit(self, query: str) -> str:
@@ -109,49 +128,54 @@ class RerankingStage:
             )
         return fitted
 
-    def _rank_kwargs(self, weight: float | None) -> dict[str, Any]:
+    def _rank_kwargs(self) -> dict[str, Any]:
+        """Every candidate scored, best first; selection happens in :meth:`_results` (after fusion, if any)."""
         options = self.options
-        selection = (
-            {"top_n": options.top_n, "score_threshold": options.score_threshold, "min_keep": options.min_keep}
-            if weight is None
-            else {"top_n": None, "score_threshold": None, "min_keep": 0}  # selection happens after fusion
-        )
-        return {
-            **selection,
-            "scale": options.scale,
-            "long_documents": options.long_documents,
-            "batch_size": options.batch_size,
-        }
+        return {"scale": options.scale, "long_documents": options.long_documents, "batch_size": options.batch_size}
+
+    def _usable_weight(self, hits: Sequence[SearchHit], weight: float | None) -> float | None:
+        """``weight``, unless ``"auto"`` chose it and a candidate has no first-stage score to fuse with."""
+        if weight is None or self.options.fusion_weight != "auto" or all(hit.score is not None for hit in hits):
+            return weight
+        if not self._unscored_warned:
+            self._unscored_warned = True
+            logger.warning(
+                "fusion_weight='auto' found the stored weight %s, but the candidates carry no first-stage score: "
+                "ranking by the reranker alone; a first stage that returns its scores enables fusion",
+                weight,
+            )
+        return None
 
     def _results(
         self, hits: Sequence[SearchHit], items: Sequence[RankedItem], weight: float | None
     ) -> list[RetrievedDocument]:
         options = self.options
-        fused: list[float | None] = [None] * len(items)
+        if len(items) != len(hits):
+            raise AssertionError("every candidate is scored before selection")
+        weight = self._usable_weight(hits, weight)
+        rerank_scores = [item.score for item in items]
+        fused: np.ndarray | None = None
         if weight is not None:
-            if len(items) != len(hits):
-                raise AssertionError("fusion needs every candidate scored")
-            fused_scores = fuse([i.score for i in items], [hits[i.index].score for i in items], weight)
-            keep = select_top(
-                fused_scores.tolist(),
-                options.top_n,
-                options.score_threshold,
-                options.min_keep,
-                threshold_scores=[i.score for i in items],
-            )
-            items, fused = [items[k] for k in keep], [float(fused_scores[k]) for k in keep]
+            fused = fuse(rerank_scores, [hits[item.index].score for item in items], weight)
+        keep = select_top(
+            rerank_scores if fused is None else fused.tolist(),
+            options.top_n,
+            options.score_threshold,
+            options.min_keep,
+            threshold_scores=rerank_scores,
+        )
         return [
             RetrievedDocument(
-                document=hits[item.index].document,
-                retrieval_score=hits[item.index].score,
-                rerank_score=item.score,
+                document=hits[items[k].index].document,
+                retrieval_score=hits[items[k].index].score,
+                rerank_score=items[k].score,
                 rerank_scale=options.scale,
-                truncated=item.truncated,
-                window=item.window,
-                fused_score=fused_score,
-                first_stage_sources=hits[item.index].sources,
+                truncated=items[k].truncated,
+                window=items[k].window,
+                fused_score=None if fused is None else float(fused[k]),
+                first_stage_sources=hits[items[k].index].sources,
             )
-            for item, fused_score in zip(items, fused)
+            for k in keep
         ]
 
 

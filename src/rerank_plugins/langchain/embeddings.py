@@ -14,13 +14,17 @@ from rerank_plugins.models.bi_encoder import BiEncoderBackend
 class BiEncoderEmbeddings(BiEncoderAdapterFields, Embeddings):
     """Sentence-transformers embeddings for LangChain; queries and documents use the model's own prompts.
 
-    Pass ``model`` (hub id or directory) or an existing ``backend``; the same model is loaded once
+    Pass ``model`` (or ``model_name``; hub id or directory) or an existing ``backend``; the same model is loaded once
     and shared with every other adapter that asks for it.
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
 
-    model: str = Field(default=DEFAULT_BI_ENCODER, description="Hub id or local directory of the embedding model.")
+    model: str = Field(
+        default=DEFAULT_BI_ENCODER,
+        alias="model_name",
+        description="Hub id or local directory of the embedding model (or `model_name`, as langchain-huggingface).",
+    )
     batch_size: int = Field(default=32, gt=0, description="Texts per forward pass.")
     normalize: bool = Field(default=True, description="L2-normalise, so inner product equals cosine similarity.")
     show_progress: bool | None = Field(default=None, description="Progress bar; None shows one for long inputs.")

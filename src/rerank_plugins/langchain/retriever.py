@@ -26,11 +26,8 @@ from rerank_plugins.langchain._convert import to_document, to_langchain
 from rerank_plugins.langchain.compressor import CrossEncoderReranker
 from rerank_plugins.langchain.embeddings import BiEncoderEmbeddings
 from rerank_plugins.langchain.first_stage import LangChainFirstStage
-from rerank_plugins.rerank import first_stage_results
+from rerank_plugins.rerank import DEFAULT_TOP_N, RerankingStage, first_stage_results
 from rerank_plugins.schema import SearchHit
-
-DEFAULT_TOP_N = 3
-"""Documents returned without a reranker when no ``top_n`` is set."""
 
 
 class TwoStageRetriever(BaseRetriever):
@@ -40,7 +37,7 @@ class TwoStageRetriever(BaseRetriever):
     ``index=`` is the same field) or any LangChain retriever (``base_retriever=``), whose own settings then
     decide how many candidates come back. Without a ``reranker`` the first stage's own top-n is returned.
     ``top_n`` (here, or per call: ``invoke(query, top_n=5)``) sets how many documents come back; left None, the
-    reranker's own ``top_n`` decides (read on every call), or 3 without a reranker. Returned documents are
+    reranker's own ``top_n`` decides (read on every call), or 5 without a reranker. Returned documents are
     new objects with ``retrieval_score`` (and ``rerank_score`` / ``rerank_scale``) in their metadata. ``batch``
     runs all inputs through one first-stage batch and one rerank pass, with one traced retriever run per input.
     """
@@ -54,7 +51,7 @@ class TwoStageRetriever(BaseRetriever):
     reranker: CrossEncoderReranker | None = Field(default=None, description="Second stage; None: first-stage top-n.")
     top_k: int = Field(default=30, gt=0, description="First-stage candidates handed to the reranker (at most).")
     top_n: int | None = Field(
-        default=None, gt=0, description="Documents returned; None: the reranker's top_n (3 without a reranker)."
+        default=None, gt=0, description="Documents returned; None: the reranker's top_n (5 without a reranker)."
     )
 
     _candidate_check: CandidateCountCheck = PrivateAttr(
@@ -79,7 +76,7 @@ class TwoStageRetriever(BaseRetriever):
         embeddings: BiEncoderEmbeddings | None = None,
         reranker: CrossEncoderReranker | None = None,
         *,
-        first_stage: str = "dense",
+        first_stage: str = "hybrid",
         analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
@@ -166,13 +163,16 @@ class TwoStageRetriever(BaseRetriever):
         top_n = call_options.get("top_n")
         return self.top_n if top_n is None else check_positive_int(top_n, "top_n")
 
+    def _rerank_stage(self, top_n: int | None) -> RerankingStage:
+        return self.reranker.stage_for(top_n, self._stage().describe())
+
     def _finish(
         self, queries: list[str], candidates: list[list[SearchHit]], top_n: int | None
     ) -> list[list[LCDocument]]:
         if self.reranker is None:
             results = [first_stage_results(hits, top_n or DEFAULT_TOP_N) for hits in candidates]
         else:
-            stage = self.reranker.stage_with_top_n(top_n)
+            stage = self._rerank_stage(top_n)
             if self.base_retriever is not None:
                 self._candidate_check([len(hits) for hits in candidates], stage.options.top_n)
             results = stage.rerank_batch(list(zip(queries, candidates)))
@@ -202,7 +202,7 @@ class TwoStageRetriever(BaseRetriever):
         hits = await self._asearch([query], [run_manager.get_child()])
         if self.reranker is None:
             return self._finish([query], hits, top_n)[0]
-        stage = self.reranker.stage_with_top_n(top_n)
+        stage = self._rerank_stage(top_n)
         if self.base_retriever is not None:
             self._candidate_check([len(hits[0])], stage.options.top_n)
         results = await stage.arerank(query, hits[0])

@@ -210,6 +210,17 @@ class FaissVectorStore(VectorStore):
         probe = self.embedding.embed_documents([PROBE_TEXT])[0]
         return self.index.save(folder_path, embedding_model=_describe(self.embedding), probe_vector=probe)
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """The same as :meth:`save_local` (the name every other saveable object here uses)."""
+        return self.save_local(path)
+
+    @classmethod
+    def load_local(
+        cls, folder_path: str | os.PathLike[str], embedding: Embeddings, **search_options: Any
+    ) -> FaissVectorStore:
+        """The same as :meth:`load` (the name LangChain's own FAISS store uses; nothing is unpickled here)."""
+        return cls.load(folder_path, embedding, **search_options)
+
     @classmethod
     def load(
         cls, folder_path: str | os.PathLike[str], embedding: Embeddings, **search_options: Any

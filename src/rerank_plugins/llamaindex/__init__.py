@@ -14,9 +14,13 @@ from rerank_plugins.llamaindex.query_generation import query_generator
 from rerank_plugins.llamaindex.retriever import TwoStageRetriever
 from rerank_plugins.llamaindex.vector_store import FaissVectorStore
 
+CrossEncoderReranker = CrossEncoderRerank
+"""The name the LangChain adapter uses for the same reranker (``CrossEncoderRerank`` follows LlamaIndex's own)."""
+
 __all__ = [
     "BiEncoderEmbedding",
     "CrossEncoderRerank",
+    "CrossEncoderReranker",
     "LlamaIndexFirstStage",
     "TwoStageRetriever",
     "FaissVectorStore",

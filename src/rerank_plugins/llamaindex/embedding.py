@@ -15,7 +15,8 @@ class BiEncoderEmbedding(BiEncoderAdapterFields, BaseEmbedding):
     """Sentence-transformers embeddings for LlamaIndex; queries and documents use the model's own prompts.
 
     Pass ``model_name`` (hub id or directory) or an existing ``backend``; the loaded model is shared
-    with every other adapter that asks for it.
+    with every other adapter that asks for it. ``model=`` and ``batch_size=`` (the names the other adapters use)
+    are accepted for ``model_name`` and ``embed_batch_size``.
     """
 
     model_name: str = Field(default=DEFAULT_BI_ENCODER, description="Hub id or local directory of the embedding model.")
@@ -23,6 +24,11 @@ class BiEncoderEmbedding(BiEncoderAdapterFields, BaseEmbedding):
     normalize: bool = Field(default=True, description="L2-normalise, so inner product equals cosine similarity.")
 
     def __init__(self, backend: BiEncoderBackend | None = None, **data: Any) -> None:
+        for ours, theirs in (("model", "model_name"), ("batch_size", "embed_batch_size")):
+            if ours in data:
+                if theirs in data:
+                    raise ValueError(f"{ours} and {theirs} are the same argument: give one")
+                data[theirs] = data.pop(ours)
         if backend is not None:
             adopt_backend(backend, BiEncoderBackend, data, "model_name")
         super().__init__(**data)
@@ -31,6 +37,16 @@ class BiEncoderEmbedding(BiEncoderAdapterFields, BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "RerankPluginsBiEncoderEmbedding"
+
+    @property
+    def model(self) -> str:
+        """The same as ``model_name``."""
+        return self.model_name
+
+    @property
+    def batch_size(self) -> int:
+        """The same as ``embed_batch_size``."""
+        return self.embed_batch_size
 
     def _get_query_embedding(self, query: str) -> list[float]:
         vectors = self._backend.encode_queries([query], batch_size=1, normalize=self.normalize, show_progress=False)

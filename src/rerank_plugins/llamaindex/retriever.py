@@ -20,11 +20,7 @@ from rerank_plugins.llamaindex._convert import to_document, to_node, with_scores
 from rerank_plugins.llamaindex.embedding import BiEncoderEmbedding
 from rerank_plugins.llamaindex.first_stage import LlamaIndexFirstStage, node_hits
 from rerank_plugins.llamaindex.postprocessor import CrossEncoderRerank
-from rerank_plugins.rerank import first_stage_results
-
-DEFAULT_TOP_N = 3
-"""Nodes returned without a reranker when no ``top_n`` is set."""
-
+from rerank_plugins.rerank import DEFAULT_TOP_N, RerankingStage, first_stage_results
 
 dispatcher = get_dispatcher(__name__)
 
@@ -32,31 +28,36 @@ dispatcher = get_dispatcher(__name__)
 class TwoStageRetriever(BaseRetriever):
     """Two-stage retrieval for LlamaIndex; use it alone or in a ``RetrieverQueryEngine``.
 
-    The first stage is ours (``index``: dense, lexical or hybrid; see :meth:`from_nodes`) or any LlamaIndex
+    The first stage is ours (``first_stage``, or ``index``, the same: dense, lexical or hybrid; see
+    :meth:`from_nodes`) or any LlamaIndex
     retriever (``base_retriever=``, whose own settings decide how many candidates come back; its nodes are
     returned as scored copies). Returns ``NodeWithScore`` whose score is the rerank score (or the first stage's
     score without a reranker); node metadata holds ``retrieval_score`` and ``rerank_score``. ``top_n`` sets how
-    many nodes come back; left None, the reranker's own ``top_n`` decides (read on every call), or 3 without one.
+    many nodes come back; left None, the reranker's own ``top_n`` decides (read on every call), or 5 without one.
     """
 
     def __init__(
         self,
-        index: FirstStage | None = None,
+        first_stage: FirstStage | None = None,
         reranker: CrossEncoderRerank | None = None,
         *,
         base_retriever: BaseRetriever | None = None,
         top_k: int = 30,
         top_n: int | None = None,
+        index: FirstStage | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if first_stage is not None and index is not None:
+            raise ValueError("first_stage and index are the same argument: give one")
+        index = first_stage if first_stage is not None else index
         if (index is None) == (base_retriever is None):
-            raise ValueError("give exactly one of index (a first stage) and base_retriever")
+            raise ValueError("give exactly one of first_stage (index) and base_retriever")
         if reranker is not None and not isinstance(reranker, CrossEncoderRerank):
             raise TypeError(f"reranker must be a CrossEncoderRerank, got {type(reranker).__name__}")
         if index is not None and not isinstance(index, FirstStage):
             raise TypeError(f"index must be a FirstStage, got {type(index).__name__}")
-        self.index = index
+        self.first_stage = index
         self.base = LlamaIndexFirstStage(base_retriever) if base_retriever is not None else None
         self._candidate_check = CandidateCountCheck(
             "Raise its similarity_top_k, e.g. index.as_retriever(similarity_top_k=30)."
@@ -72,7 +73,7 @@ class TwoStageRetriever(BaseRetriever):
         embed_model: BiEncoderEmbedding | None = None,
         reranker: CrossEncoderRerank | None = None,
         *,
-        first_stage: str = "dense",
+        first_stage: str = "hybrid",
         analyzer: Any = "auto",
         index_type: str = "flat",
         long_documents: str = "truncate",
@@ -120,6 +121,11 @@ class TwoStageRetriever(BaseRetriever):
         embed_model = embed_model or BiEncoderEmbedding()
         return cls(load_first_stage(path, embed_model.backend, analyzer=analyzer), reranker, **kwargs)
 
+    @property
+    def index(self) -> FirstStage | None:
+        """The same as :attr:`first_stage` (the name older code used)."""
+        return self.first_stage
+
     def save(self, path: str | os.PathLike[str]) -> None:
         if not isinstance(self.index, DocumentStore):
             raise TypeError("this retriever's first stage does not hold its own documents (a base_retriever does)")
@@ -139,14 +145,14 @@ class TwoStageRetriever(BaseRetriever):
             nodes = (await self.base.aretrieve_nodes([query], self.top_k))[0]
             if self.reranker is None:
                 return self._first_stage_nodes(nodes)
-            stage = self.reranker.stage_with_top_n(self.top_n)
+            stage = self._rerank_stage()
             self._candidate_check([len(nodes)], stage.options.top_n)
             results = await stage.arerank(query, node_hits(nodes, self._metadata_mode))
             return [with_scores(nodes[int(r.document.id)].node, r) for r in results]
         hits = (await self.index.asearch_batch([query], self.top_k))[0]
         if self.reranker is None:
             return [to_node(r) for r in first_stage_results(hits, self.top_n or DEFAULT_TOP_N)]
-        return [to_node(r) for r in await self.reranker.stage_with_top_n(self.top_n).arerank(query, hits)]
+        return [to_node(r) for r in await self._rerank_stage().arerank(query, hits)]
 
     def retrieve_batch(self, queries: Sequence[str]) -> list[list[NodeWithScore]]:
         """Many queries through one first-stage batch and one rerank pass.
@@ -176,7 +182,7 @@ class TwoStageRetriever(BaseRetriever):
             found = self.base.retrieve_nodes(queries, self.top_k)
             if self.reranker is None:
                 return [self._first_stage_nodes(nodes) for nodes in found]
-            stage = self.reranker.stage_with_top_n(self.top_n)
+            stage = self._rerank_stage()
             self._candidate_check([len(nodes) for nodes in found], stage.options.top_n)
             ranked = stage.rerank_batch(
                 [(query, node_hits(nodes, self._metadata_mode)) for query, nodes in zip(queries, found)]
@@ -188,8 +194,12 @@ class TwoStageRetriever(BaseRetriever):
         candidates = self.index.search_batch(queries, self.top_k)
         if self.reranker is None:
             return [[to_node(r) for r in first_stage_results(hits, self.top_n or DEFAULT_TOP_N)] for hits in candidates]
-        stage = self.reranker.stage_with_top_n(self.top_n)
+        stage = self._rerank_stage()
         return [[to_node(r) for r in row] for row in stage.rerank_batch(list(zip(queries, candidates)))]
+
+    def _rerank_stage(self) -> RerankingStage:
+        first_stage = self.first_stage if self.first_stage is not None else self.base
+        return self.reranker.stage_for(self.top_n, first_stage.describe())
 
     def _first_stage_nodes(self, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """The base retriever's own top-n, as copies carrying ``retrieval_score``."""

@@ -186,6 +186,17 @@ class FaissVectorStore(BasePydanticVectorStore):
         store._index = index
         return store
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """The same as :meth:`persist` (the name every other saveable object here uses)."""
+        self.persist(str(path))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], embed_model: BaseEmbedding | None = None, **search_options: Any
+    ) -> FaissVectorStore:
+        """The same as :meth:`from_persist_path` (the name every other loadable object here uses)."""
+        return cls.from_persist_path(path, embed_model=embed_model, **search_options)
+
     @classmethod
     def from_persist_dir(
         cls,

@@ -287,7 +287,7 @@ def _held_out_ids(dataset: RetrievalDataset, held_out: float, seed: int) -> set[
     return set(ids[: max(1, round(len(ids) * held_out))])
 
 
-def distil_cross_encoder(
+def distill_cross_encoder(
     teacher: str | os.PathLike[str] | CrossEncoderBackend,
     dataset: RetrievalDataset,
     output_dir: str | os.PathLike[str],
@@ -325,7 +325,7 @@ def distil_cross_encoder(
         )
     check_positive_int(first_stage_k, "first_stage_k")
     if not dataset.queries:
-        raise ValueError(f"{dataset.name} has no queries to distil on")
+        raise ValueError(f"{dataset.name} has no queries to distill on")
     more_queries = [more_queries] if isinstance(more_queries, RetrievalDataset) else list(more_queries)
     if more_queries and not isinstance(candidates, FirstStage):
         raise TypeError("more_queries needs candidates to be a FirstStage: it finds their candidates")
@@ -473,7 +473,8 @@ def record_student_fusion_weight(
     if teacher_weight is not None and tuned_with not in (None, described):
         logger.warning(
             "the teacher's fusion weight %s was tuned with another first stage (%s; here %s): the student matches "
-            "the teacher's ranking at that weight anyway; distil over the teacher's first stage for a weight that fits",
+            "the teacher's ranking at that weight anyway; distill over the teacher's first stage for a weight that "
+            "fits",
             teacher_weight,
             json.dumps(tuned_with),
             json.dumps(described),
