@@ -109,6 +109,25 @@ def test_refuses_to_overwrite_a_directory_that_is_not_an_index(index, tmp_path):
     assert (tmp_path / "precious" / "thesis.txt").read_text() == "do not delete"
 
 
+@pytest.mark.parametrize("manifest", ['{"name": "my-web-app", "version": "1.0"}', "not json", '{"format": "faiss"}'])
+def test_refuses_to_overwrite_a_directory_whose_manifest_is_not_ours(index, tmp_path, manifest):
+    """A web app, a browser extension or a training run can have a manifest.json: only ours may be replaced."""
+    app = tmp_path / "my-app"
+    app.mkdir()
+    (app / "manifest.json").write_text(manifest)
+    (app / "index.html").write_text("<html></html>")
+    with pytest.raises(FileExistsError, match="not a rerank-plugins index"):
+        index.save(app)
+    assert (app / "index.html").read_text() == "<html></html>" and (app / "manifest.json").read_text() == manifest
+
+
+def test_default_ids_never_collide_after_a_delete(index):
+    index.delete([index.documents[0].id])
+    new = index.add_texts(["seoul river", "busan harbour"])
+    assert len(set(new)) == 2 and not set(new) & {d.id for d in index.documents[:-2]}
+    assert len(index) == len(TEXTS) + 1
+
+
 def test_failed_save_leaves_the_old_index(index, tmp_path, tiny_bi_path, monkeypatch):
     index.save(tmp_path / "idx")
     before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}

@@ -69,8 +69,10 @@ class DocumentStore(FirstStage):
         metadatas: Sequence[Mapping[str, Any]] | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[str]:
-        """Add ``texts`` (with optional metadata and ids; default ids continue from the current count)."""
-        return self.add_documents(make_documents(texts, metadatas, ids, first_position=len(self)))
+        """Add ``texts`` (with optional metadata and ids). Default ids are numbers continuing past the largest
+        numeric id stored, so they never collide with a stored document, deletions included."""
+        numeric = [int(d.id) for d in self.documents if d.id.isdecimal()]
+        return self.add_documents(make_documents(texts, metadatas, ids, first_position=max(numeric, default=-1) + 1))
 
     def upsert_documents(self, documents: Sequence[Document]) -> list[str]:
         """Add ``documents``, replacing any stored document with the same id."""

@@ -20,6 +20,8 @@ from typing import Any
 from rerank_plugins.schema import Document
 
 MANIFEST_FILE = "manifest.json"
+FORMAT_PREFIX = "rerank-plugins-"
+"""Every index format this library writes starts with it (``rerank-plugins-faiss``, ``-bm25``, ...)."""
 DOCUMENTS_FILE = "documents.jsonl"
 
 
@@ -35,16 +37,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_our_index(directory: Path) -> bool:
+    """Whether ``directory`` holds an index this library wrote: a manifest whose format is one of ours."""
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(FORMAT_PREFIX)
+
+
 def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], None], manifest: dict[str, Any]) -> Path:
     """Write an index directory atomically.
 
     ``write_files(staging)`` writes the data files (and sub-directories) into a fresh staging directory; the
     manifest gets the SHA-256 of each file under ``files`` (relative POSIX paths) and is written last; then the
-    staging directory replaces
-    ``path``. A ``path`` that exists but is not an index (no manifest, not empty) is never overwritten.
+    staging directory replaces ``path``. A ``path`` that exists and is neither empty nor one of our indexes (its
+    manifest names a rerank-plugins format) is never overwritten: a ``manifest.json`` of anything else is not ours.
     """
     target = Path(path)
-    if target.exists() and not (target / MANIFEST_FILE).is_file() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_our_index(target))):
         raise FileExistsError(f"{target} exists and is not a rerank-plugins index; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
