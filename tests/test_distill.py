@@ -20,9 +20,9 @@ from rerank_plugins.first_stage.base import FirstStage
 from rerank_plugins.fusion import stored_fusion_weight
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.schema import Document, SearchHit
-from rerank_plugins.training import DistillationConfig, distill, distill_cross_encoder
+from rerank_plugins.training import DistillationConfig, distill_cross_encoder
 from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
-from rerank_plugins.training.distill import kept_layers, teacher_groups, truncated_student
+from rerank_plugins.training.distill import kept_layers, teacher_groups, trainer, truncated_student
 from test_learning import topic_data  # the topic task: a query's words and its positive share one topic
 
 
@@ -139,7 +139,7 @@ def test_student_is_the_teacher_with_the_kept_layers(tiny_cross_path):
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_distillation_learns_the_teachers_order_without_labels(teacher, tmp_path, bf16, monkeypatch, caplog):
     # As on a CPU without native bf16: asking for bf16 there must warn (emulated, ~20x slower), fp32 must not.
-    monkeypatch.setattr(distill, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(trainer, "cpu_computes_bf16", lambda: False)
     train, train_negatives = topic_data(240, seed=3)
     check, check_negatives = topic_data(40, seed=4)
     check_candidates = candidates_of(check, check_negatives)
