@@ -359,9 +359,10 @@ def test_schedule_follows_a_step_time_that_changes_during_training():
         lambda epoch: list(range(1000)),
         step,
         epochs=1,
-        time_budget_s=0.6,
+        time_budget_s=1.0,
         show_progress=False,
     )
-    assert log.stopped_by_time_budget and log.steps > 60
+    # 10 slow steps take 0.2 s; the fast ones fill the remaining 0.8 s (160 at most; a busy host runs fewer)
+    assert log.stopped_by_time_budget and log.steps > 40
     zero_rate_steps = sum(1 for lr in lrs if lr == 0)
     assert zero_rate_steps <= 5, f"{zero_rate_steps} of {log.steps} steps ran at a learning rate of zero"

@@ -152,17 +152,13 @@ class RerankingStage:
         options = self.options
         if len(items) != len(hits):
             raise AssertionError("every candidate is scored before selection")
-        weight = self._usable_weight(hits, weight)
-        rerank_scores = [item.score for item in items]
-        fused: np.ndarray | None = None
-        if weight is not None:
-            fused = fuse(rerank_scores, [hits[item.index].score for item in items], weight)
-        keep = select_top(
-            rerank_scores if fused is None else fused.tolist(),
-            options.top_n,
-            options.score_threshold,
-            options.min_keep,
-            threshold_scores=rerank_scores,
+        keep, fused = final_order(
+            [item.score for item in items],
+            [hits[item.index].score for item in items],
+            self._usable_weight(hits, weight),
+            top_n=options.top_n,
+            score_threshold=options.score_threshold,
+            min_keep=options.min_keep,
         )
         return [
             RetrievedDocument(
@@ -177,6 +173,26 @@ class RerankingStage:
             )
             for k in keep
         ]
+
+
+def final_order(
+    rerank_scores: Sequence[float],
+    retrieval_scores: Sequence[float | None],
+    weight: float | None,
+    *,
+    top_n: int | None = None,
+    score_threshold: float | None = None,
+    min_keep: int = 0,
+) -> tuple[list[int], np.ndarray | None]:
+    """The positions kept, best first, and the fused scores (None without fusion).
+
+    The one ranking rule of serving (:class:`RerankingStage`) and evaluation, so reported metrics are those of the
+    code that serves: order by the reranker (``weight=None``) or fused with the first stage; ``score_threshold``
+    applies to the reranker's score; ties keep input order.
+    """
+    fused = None if weight is None else fuse(rerank_scores, retrieval_scores, weight)
+    order_by = list(rerank_scores) if fused is None else fused.tolist()
+    return select_top(order_by, top_n, score_threshold, min_keep, threshold_scores=list(rerank_scores)), fused
 
 
 def first_stage_results(hits: Sequence[SearchHit], top_n: int | None) -> list[RetrievedDocument]:

@@ -20,6 +20,7 @@ from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.fusion import fuse
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.runtimes.guard import top_k_overlap
+from rerank_plugins.rerank import final_order
 from rerank_plugins.schema import SearchHit
 
 QUERIES_PER_RERANK_CALL = 16
@@ -60,18 +61,15 @@ def rerank_scores(
     return scores, time.perf_counter() - start
 
 
-def _order(hits: Sequence[SearchHit], scores: np.ndarray) -> list[str]:
-    return [hits[i].document.id for i in np.argsort(-np.asarray(scores), kind="stable")]
-
-
 def rankings(
     query_ids: Sequence[str], hits: Sequence[Sequence[SearchHit]], scores: Sequence[np.ndarray], weight: float | None
 ) -> dict[str, list[str]]:
-    """Each query's candidates ordered by the reranker alone (``weight=None``) or fused with the first stage."""
+    """Each query's candidates ordered by the reranker alone (``weight=None``) or fused with the first stage, by
+    the rule that serves users (:func:`rerank_plugins.rerank.final_order`)."""
     out = {}
     for query_id, row, row_scores in zip(query_ids, hits, scores):
-        order_by = row_scores if weight is None else fuse(row_scores, [h.score for h in row], weight)
-        out[query_id] = _order(row, order_by)
+        keep, _ = final_order(np.asarray(row_scores, dtype=float).tolist(), [h.score for h in row], weight)
+        out[query_id] = [row[i].document.id for i in keep]
     return out
 
 

@@ -21,7 +21,6 @@ from rerank_plugins.batching import MicroBatcher, run_grouped
 from rerank_plugins.models._base import LazyModelBackend
 from rerank_plugins.models.lru import LRUCache, text_digest
 from rerank_plugins.models.pair_scoring import (
-    MIN_DOCUMENT_TOKENS,
     WINDOW_OVERLAP,
     LongDocuments,
     PairScores,
@@ -29,6 +28,7 @@ from rerank_plugins.models.pair_scoring import (
     check_scoring_options,
     fit_query,
     max_length_of,
+    query_room,
     score_pairs,
     select,
     torch_forward,
@@ -102,7 +102,7 @@ class CrossEncoderBackend(LazyModelBackend):
         from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
 
         requests = check_set()
-        budget = _query_room(model)  # called while loading: self.model is not there yet
+        budget = query_room(model.tokenizer, max_length_of(model))  # called while loading: self.model is not set yet
         queries, documents = [fit_query(model.tokenizer, q, budget) for q, _ in requests], [d for _, d in requests]
         reference = score_pairs(model, torch_forward(model.model), queries, documents, "truncate", 32)
         quantized = score_pairs(model, candidate, queries, documents, "truncate", 32)
@@ -127,7 +127,7 @@ class CrossEncoderBackend(LazyModelBackend):
 
     def query_room(self) -> int:
         """Most query tokens that still leave ``MIN_DOCUMENT_TOKENS`` for the document in a pair."""
-        return _query_room(self.model)
+        return query_room(self.model.tokenizer, self.max_length)
 
     def shorten_query(self, query: str) -> tuple[str, int]:
         """``query`` cut to its first :meth:`query_room` tokens (unchanged when it fits), and its length in tokens."""
@@ -325,7 +325,3 @@ class CrossEncoderBackend(LazyModelBackend):
             )
             for row in keys
         ]
-
-
-def _query_room(model: Any) -> int:
-    return max_length_of(model) - model.tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS

@@ -208,11 +208,16 @@ def _stride(tokenizer: Any, overlap: int, max_length: int, longest_query: int) -
     return max(0, min(overlap, room // 2))
 
 
+def query_room(tokenizer: Any, max_length: int) -> int:
+    """Most query tokens that still leave ``MIN_DOCUMENT_TOKENS`` for the document in a pair of ``max_length``."""
+    return max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+
+
 def _check_query_lengths(tokenizer: Any, queries: list[str], max_length: int) -> int:
     """Raise if a query leaves no room for documents; return the longest query's length in tokens."""
     unique = list(dict.fromkeys(queries))
     lengths = tokenizer(unique, add_special_tokens=False, return_length=True)["length"]
-    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True) - MIN_DOCUMENT_TOKENS
+    budget = query_room(tokenizer, max_length)
     for query, length in zip(unique, lengths):
         if length > budget:
             raise ValueError(
