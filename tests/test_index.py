@@ -305,3 +305,63 @@ def test_split_index_round_trip_and_refusals(tiny_bi_path, tmp_path):
         FaissIndex.load(path, backend)
     with pytest.raises(ValueError, match="long_documents"):
         FaissIndex(backend, long_documents="chunk")
+
+
+def test_a_save_interrupted_between_its_renames_is_recovered_on_load(index, tmp_path, tiny_bi_path, monkeypatch):
+    """A crash after the old index was moved aside and before the new one moved in leaves no index at the path;
+    the next load puts the old one back (and so does the next save, before writing)."""
+    from rerank_plugins.first_stage import load_first_stage, persistence
+
+    index.save(tmp_path / "idx")
+    before = sorted(d.id for d in index.documents)
+    index.add_texts(["one more"])
+    calls = []
+    real_replace = os.replace
+
+    def crash_on_second_rename(source, destination):
+        calls.append(source)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(persistence.os, "replace", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "idx")
+    monkeypatch.setattr(persistence.os, "replace", real_replace)
+    assert not (tmp_path / "idx").exists() and any(p.name.startswith(".idx.old-") for p in tmp_path.iterdir())
+    loaded = load_first_stage(tmp_path / "idx", get_bi_encoder(tiny_bi_path))
+    assert sorted(d.id for d in loaded.documents) == before
+    assert not any(p.name.startswith(".idx.") for p in tmp_path.iterdir())
+
+
+def test_a_search_does_not_wait_for_an_add_that_is_embedding(index):
+    """Embedding is the slow part of an add: it runs outside the index lock, so searches are served meanwhile."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    encode = index.embedder.encode_documents
+
+    def slow_encode(texts, **kwargs):
+        started.set()
+        assert release.wait(10), "the search never finished while the add was embedding"
+        return encode(texts, **kwargs)
+
+    index.embedder.encode_documents = slow_encode
+    try:
+        adding = threading.Thread(
+            target=index.add_texts, args=(["a new document about rivers"],), kwargs={"ids": ["new"]}
+        )
+        adding.start()
+        assert started.wait(10)
+        found = []
+        searching = threading.Thread(target=lambda: found.append(index.search("cancer", k=3)))
+        searching.start()
+        searching.join(5)
+        searched_while_adding = not searching.is_alive()
+        release.set()
+        adding.join(10)
+        searching.join(10)
+    finally:
+        del index.embedder.encode_documents
+    assert searched_while_adding and found[0]
+    assert index.get_by_ids(["new"])

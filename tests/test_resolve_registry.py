@@ -138,3 +138,29 @@ def test_remote_code_in_a_model_is_not_run_unless_asked(tmp_path, tiny_bi_path, 
     with contextlib.suppress(Exception):  # control: when asked, the code does run, so the check above can fail
         _ = CrossEncoderBackend(tmp_path / "cross", trust_remote_code=True).model  # (the stub has no model class)
     assert marker.exists()
+
+
+def test_fingerprint_follows_prompts_pooling_and_dense_layers_not_the_card(tmp_path, tiny_bi_path):
+    """The disk embedding cache and the runtime exports are keyed by it: a changed prompt or pooling must not be
+    served the old vectors."""
+    import shutil
+
+    from rerank_plugins.models.resolve import model_fingerprint
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bi_path, model)
+    seen = {model_fingerprint(model)}
+    (model / "README.md").write_text("a new model card")
+    assert model_fingerprint(model) in seen  # the card does not change what the model computes
+    changes = [
+        ("config_sentence_transformers.json", '{"prompts": {"query": "query: "}}'),
+        ("modules.json", "[]"),
+        ("1_Pooling/config.json", '{"pooling_mode_cls_token": true}'),
+        ("2_Dense/config.json", '{"out_features": 8}'),
+    ]
+    for name, content in changes:
+        (model / name).parent.mkdir(exist_ok=True)
+        (model / name).write_text(content)
+        fingerprint = model_fingerprint(model)
+        assert fingerprint not in seen, f"{name} changed and the fingerprint did not"
+        seen.add(fingerprint)

@@ -120,6 +120,19 @@ def test_a_missing_shard_is_refused_naming_it(built):
         ShardedIndex.load(path, embedder)
 
 
+@pytest.mark.parametrize("name", ["../outside", "/etc", "a/b", "..", ""])
+def test_a_shard_name_that_is_a_path_is_refused(built, name):
+    """The manifest says where shards are: a name must never lead out of the index directory."""
+    import json
+
+    path, embedder = built
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["shards"][0]["name"] = name
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="names a shard"):
+        ShardedIndex.load(path, embedder)
+
+
 @pytest.mark.parametrize("file", ["index.faiss", "documents.jsonl", "manifest.json"])
 def test_a_corrupt_shard_is_refused_naming_it(built, file):
     path, embedder = built
@@ -197,3 +210,14 @@ def test_cli_writes_searches_and_evaluates_a_sharded_index(tiny_bi_path, tmp_pat
     assert main(args) == 0
     assert json.loads((tmp_path / "report.json").read_text())["first_stage"]["shards"] == 3
     assert main(["index", "--workers", "2", "--data", data, "--output", str(tmp_path / "x")]) == 2  # needs ray
+
+
+def test_searches_share_one_thread_pool_until_closed(built):
+    path, embedder = built
+    with ShardedIndex.load(path, embedder, threads=3) as index:
+        first = index.search_batch(["topic 3"], 5)
+        pool = index._executor
+        assert pool is not None and index.search_batch(["topic 3"], 5) == first and index._executor is pool
+    assert index._executor is None  # closed on exit; a later search starts a new pool
+    assert index.search_batch(["topic 3"], 5) == first
+    index.close()

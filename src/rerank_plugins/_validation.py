@@ -56,6 +56,15 @@ def check_non_negative_int(value: Any, name: str) -> int:
     return value
 
 
+def check_number(value: Any, name: str, low: float, high: float = math.inf) -> float:
+    """``value`` as a float after checking it is a real number (not a bool, not NaN) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not low <= value <= high:  # NaN fails both comparisons
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return float(value)
+
+
 def check_rank_options(top_n: Any, score_threshold: Any, min_keep: Any) -> None:
     check_positive_int(top_n, "top_n", allow_none=True)
     if score_threshold is not None:

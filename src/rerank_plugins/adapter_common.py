@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from rerank_plugins.models._base import RuntimeName
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
@@ -96,7 +97,7 @@ class ModelLoadFields(BaseModel):
     device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     max_length: int | None = Field(default=None, description="Override the model's max sequence length (tokens).")
     trust_remote_code: bool = Field(default=False, description="Run model code from the hub. Off unless you trust it.")
-    runtime: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "fast"] = Field(
+    runtime: RuntimeName = Field(
         default="torch",
         description="'torch'; ONNX Runtime fp32 ('onnx') / int8 ('onnx-int8'); OpenVINO fp32 ('openvino') / bf16 "
         "('openvino-bf16'); 'fast': the fastest of these installed that passes the quality guard.",

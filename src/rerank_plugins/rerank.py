@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank_plugins._validation import check_rank_options, check_scale, select_top
+from rerank_plugins._validation import check_number, check_rank_options, check_scale, select_top
 from rerank_plugins.fusion import auto_fusion_weight, fuse
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, check_scoring_options
@@ -55,10 +55,9 @@ class RerankOptions:
         if self.long_queries not in LONG_QUERY_POLICIES:
             raise ValueError(f"long_queries must be one of {LONG_QUERY_POLICIES}, got {self.long_queries!r}")
         if self.fusion_weight is not None and self.fusion_weight != "auto":
-            if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)):
+            if isinstance(self.fusion_weight, str):
                 raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")
-            if not 0 <= self.fusion_weight <= 1:
-                raise ValueError(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
+            check_number(self.fusion_weight, "fusion_weight", 0.0, 1.0)
 
 
 class RerankingStage:

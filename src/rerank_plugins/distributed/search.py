@@ -90,8 +90,14 @@ class RayShardedIndex(QueryVectorSearch, FirstStage):
         offsets = [offset for group in self._offsets for offset in group]
         return [merge_hits([hits[q] for hits in per_shard], offsets, k) for q in range(len(vectors))]
 
+    def __enter__(self) -> RayShardedIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Release the actors (and Ray, if this index started it)."""
+        """Release the actors (and Ray, if this index started it); ``with RayShardedIndex(...) as index`` does it."""
         ray = require_ray()
         for actor in self._actors:
             ray.kill(actor)

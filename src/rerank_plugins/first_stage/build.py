@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_plugins.first_stage.base import DocumentStore, FirstStage
-from rerank_plugins.first_stage.persistence import MANIFEST_FILE, IndexLoadError
+from rerank_plugins.first_stage.persistence import MANIFEST_FILE, IndexLoadError, recover_interrupted_save
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.schema import Document
 
@@ -65,6 +65,7 @@ def load_first_stage(
     from rerank_plugins.first_stage.dense import FORMAT_NAME as DENSE
 
     directory = Path(path)
+    recover_interrupted_save(directory)
     try:
         kind = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")).get("format")
     except (OSError, ValueError, AttributeError):

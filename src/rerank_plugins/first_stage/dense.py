@@ -316,7 +316,7 @@ class VectorIndex:
         ``probe_vector`` is the vectors' model's embedding of :data:`PROBE_TEXT`: kept so that :meth:`load` can
         refuse an embedding that embeds differently. Without one only the dimension can be checked at load.
         """
-        probe = None if probe_vector is None else _unit(probe_vector).tolist()
+        probe = None if probe_vector is None else unit_vector(probe_vector).tolist()
         with self._lock:
             split = self._faiss is not None and self._faiss.ntotal != len(self.documents)
             settings = {"long_documents": "split" if split else "truncate"}
@@ -378,7 +378,7 @@ class VectorIndex:
         verify_files(directory, manifest, _files(split))
         index = cls(manifest["embedding_dimension"], index_type=manifest["index_type"], **options)
         if probe is not None:
-            current = _unit(probe(PROBE_TEXT))
+            current = unit_vector(probe(PROBE_TEXT))
             _check_dimension(directory, manifest, len(current), embedding_model)
             _check_probe(directory, manifest, current, embedding_model)
         index._install(directory, manifest, split)
@@ -436,7 +436,8 @@ def _row_selector(rows: np.ndarray) -> Any:
     return faiss.IDSelectorBatch(rows.astype(np.int64))
 
 
-def _unit(vector: ArrayLike) -> np.ndarray:
+def unit_vector(vector: ArrayLike) -> np.ndarray:
+    """``vector`` flattened to float32 and scaled to length 1 (a zero vector stays zero)."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
@@ -465,7 +466,7 @@ def _check_probe(directory: Path, manifest: dict[str, Any], current: np.ndarray,
     if manifest["probe"] is None:
         logger.warning("%s was saved without a probe embedding; only its dimension could be checked", directory)
         return
-    stored = _unit(manifest["probe"]["vector"])
+    stored = unit_vector(manifest["probe"]["vector"])
     cosine = float(np.dot(stored, current)) if stored.shape == current.shape else -1.0
     if cosine < PROBE_MIN_COSINE:
         raise IndexLoadError(
@@ -546,21 +547,25 @@ class FaissIndex(QueryVectorSearch, VectorIndex, DocumentStore):
         texts = check_texts([d.text for d in documents], "documents")
         with self._lock:
             check_new_ids(documents, self._ids)  # before embedding, which is the slow part
-            if not documents:
-                return []
-            if self.long_documents == "split":
-                truncated, (vectors, owners) = 0, self._embed_passages(texts)
-            else:
-                truncated, owners = self.embedder.count_truncated(texts), None
-                if truncated:
-                    logger.warning(
-                        "%d of %d documents are longer than the embedding model's %d tokens; only their beginning "
-                        "is embedded (long_documents='split' embeds them whole)",
-                        truncated,
-                        len(texts),
-                        self.embedder.max_length,
-                    )
-                vectors = self.embedder.encode_documents(texts, batch_size=self.batch_size)
+        if not documents:
+            return []
+        # Embedding runs outside the lock, so searches are served meanwhile; the ids are checked again under it,
+        # since a concurrent add may have taken one while this one embedded.
+        if self.long_documents == "split":
+            truncated, (vectors, owners) = 0, self._embed_passages(texts)
+        else:
+            truncated, owners = self.embedder.count_truncated(texts), None
+            if truncated:
+                logger.warning(
+                    "%d of %d documents are longer than the embedding model's %d tokens; only their beginning "
+                    "is embedded (long_documents='split' embeds them whole)",
+                    truncated,
+                    len(texts),
+                    self.embedder.max_length,
+                )
+            vectors = self.embedder.encode_documents(texts, batch_size=self.batch_size)
+        with self._lock:
+            check_new_ids(documents, self._ids)
             self.add_vectors(documents, vectors, owners=owners)
             self.last_add_truncated = truncated
         return [d.id for d in documents]
@@ -614,6 +619,6 @@ class FaissIndex(QueryVectorSearch, VectorIndex, DocumentStore):
             if requested != value:
                 raise IndexLoadError(f"{directory} was built with {key}={value!r}, not {requested!r}")
         index = cls(embedder, index_type=manifest["index_type"], **stored, **options)
-        _check_probe(directory, manifest, _unit(index._probe_vector()), embedder.model_name)
+        _check_probe(directory, manifest, unit_vector(index._probe_vector()), embedder.model_name)
         index._install(directory, manifest, split)
         return index

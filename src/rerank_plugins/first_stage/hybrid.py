@@ -13,11 +13,10 @@ import asyncio
 import os
 import threading
 from collections.abc import Sequence
-from numbers import Real
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rerank_plugins._validation import check_non_negative_int, check_positive_int, check_texts
+from rerank_plugins._validation import check_non_negative_int, check_number, check_positive_int, check_texts
 from rerank_plugins.first_stage.base import DocumentStore, check_search_args, make_documents
 from rerank_plugins.first_stage.dense import FaissIndex
 from rerank_plugins.first_stage.lexical import AnalyzerSpec, LexicalIndex
@@ -266,10 +265,7 @@ def _fusion_settings(*, fusion: Any, dense_weight: Any, rrf_k: Any, candidates: 
     """The fusion settings, checked."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if isinstance(dense_weight, bool) or not isinstance(dense_weight, Real):
-        raise TypeError(f"dense_weight must be a number, got {type(dense_weight).__name__}")
-    if not 0.0 <= dense_weight <= 1.0:
-        raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
+    dense_weight = check_number(dense_weight, "dense_weight", 0.0, 1.0)
     return {
         "fusion": fusion,
         "dense_weight": float(dense_weight),

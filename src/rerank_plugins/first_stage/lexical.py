@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rerank_plugins._validation import check_texts
+from rerank_plugins._validation import check_number, check_texts
 from rerank_plugins.first_stage.analyzers import Analyzer, require_optional, resolve_analyzer
 from rerank_plugins.first_stage.base import DocumentStore, check_new_ids, check_search_args
 from rerank_plugins.first_stage.persistence import (
@@ -49,14 +47,6 @@ PROBE_DOCUMENTS = 3
 AnalyzerSpec = str | Analyzer | Callable[[str], Sequence[str]]
 
 
-def _check_real(value: Any, name: str, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return float(value)
-
-
 class LexicalIndex(DocumentStore):
     """BM25 search over documents; hits are scored by BM25 (higher is better) and need a query term in common.
 
@@ -71,8 +61,8 @@ class LexicalIndex(DocumentStore):
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.k1 = _check_real(k1, "k1", 0.0)
-        self.b = _check_real(b, "b", 0.0, 1.0)
+        self.k1 = check_number(k1, "k1", 0.0)
+        self.b = check_number(b, "b", 0.0, 1.0)
         self.method = method
         self.analyzer: Analyzer | None = (
             None if isinstance(analyzer, str) and analyzer == "auto" else resolve_analyzer(analyzer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -21,8 +22,12 @@ from rerank_plugins.schema import Document
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_PREFIX = "rerank-plugins-"
+BACKUP_MARK = ".old-"
+"""The previous index waits beside the target as ``.<name>.old-<random>`` while a save swaps directories."""
 """Every index format this library writes starts with it (``rerank-plugins-faiss``, ``-bm25``, ...)."""
 DOCUMENTS_FILE = "documents.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 class IndexLoadError(ValueError):
@@ -58,6 +63,7 @@ def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], N
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_our_index(target))):
         raise FileExistsError(f"{target} exists and is not a rerank-plugins index; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_save(target)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
@@ -65,14 +71,54 @@ def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], N
         names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         manifest = {**manifest, "files": {name: sha256_file(staging / name) for name in names}}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        _fsync_tree(staging)  # the data is on disk before any rename makes it the index
+        backup = target.parent / f".{target.name}{BACKUP_MARK}{uuid.uuid4().hex}"
         if target.exists():
-            os.replace(target, backup)
-        os.replace(staging, target)
+            os.replace(target, backup)  # a crash from here to the next rename leaves the old index as the backup,
+        os.replace(staging, target)  # which recover_interrupted_save puts back on the next load or save
+        _fsync_directory(target.parent)
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def recover_interrupted_save(target: Path) -> None:
+    """Put back the previous index when a save stopped between its two renames (``target`` missing, its backup
+    there): the newest backup that is one of our indexes is renamed to ``target``; nothing else is touched."""
+    if target.exists():
+        return
+    backups = [b for b in target.parent.glob(f".{target.name}{BACKUP_MARK}*") if b.is_dir() and is_our_index(b)]
+    if not backups:
+        return
+    newest = max(backups, key=lambda b: b.stat().st_mtime_ns)
+    os.replace(newest, target)
+    _fsync_directory(target.parent)
+    logger.warning("%s: a save was interrupted; the index it was replacing is back in place", target)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # files before their folders
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            _fsync_directory(path)
+    _fsync_directory(root)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a directory's entries (new files, renames) durable; a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems (and Windows) refuse fsync on a directory
+    finally:
+        os.close(descriptor)
 
 
 def read_manifest(
@@ -80,6 +126,7 @@ def read_manifest(
 ) -> dict[str, Any]:
     """The manifest of ``directory`` after checking its format, version and required keys."""
     directory = Path(directory)
+    recover_interrupted_save(directory)
     if not directory.is_dir():
         raise IndexLoadError(f"{directory} is not a directory")
     try:

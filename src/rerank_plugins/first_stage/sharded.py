@@ -26,7 +26,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -40,7 +42,7 @@ from rerank_plugins._files import write_json
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.first_stage.base import FirstStage, QueryVectorSearch
 from rerank_plugins.first_stage.dense import INDEX_TYPES as DENSE_INDEX_TYPES
-from rerank_plugins.first_stage.dense import PROBE_MIN_COSINE, PROBE_TEXT, FaissIndex, VectorIndex
+from rerank_plugins.first_stage.dense import PROBE_MIN_COSINE, PROBE_TEXT, FaissIndex, VectorIndex, unit_vector
 from rerank_plugins.first_stage.persistence import (
     MANIFEST_FILE,
     IndexLoadError,
@@ -55,6 +57,7 @@ from rerank_plugins.schema import Document, SearchHit
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "rerank-plugins-sharded"
+SHARD_NAME = re.compile(r"[A-Za-z0-9._-]+")
 FORMAT_VERSION = 1
 PLAN_FILE = "build.json"
 INDEX_TYPES: tuple[str, ...] = ("auto", *DENSE_INDEX_TYPES)
@@ -118,6 +121,8 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.threads = check_positive_int(threads, "threads", allow_none=True) or min(len(shards), os.cpu_count() or 1)
         self.offsets = [0, *np.cumsum([len(shard) for shard in shards[:-1]]).tolist()]
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         seen: set[str] = set()
         for number, shard in enumerate(shards):
             repeated = [d.id for d in shard.documents if d.id in seen]
@@ -127,6 +132,26 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self.shards)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """One pool for the index's life (threads are not started per query); made on first use."""
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(min(self.threads, len(self.shards)), "shard-search")
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the search threads (a later search starts them again); ``with`` does it on exit."""
+        with self._pool_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def documents(self) -> list[Document]:
@@ -154,8 +179,7 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
         if self.threads == 1 or len(self.shards) == 1:
             per_shard = [shard.search_vectors(vectors, k) for shard in self.shards]
         else:
-            with ThreadPoolExecutor(min(self.threads, len(self.shards))) as pool:
-                per_shard = list(pool.map(lambda shard: shard.search_vectors(vectors, k), self.shards))
+            per_shard = list(self._pool().map(lambda shard: shard.search_vectors(vectors, k), self.shards))
         return [merge_hits([hits[q] for hits in per_shard], self.offsets, k) for q in range(len(vectors))]
 
     @classmethod
@@ -198,6 +222,10 @@ def read_sharded_manifest(path: str | os.PathLike[str], embedder: BiEncoderBacke
     if not (directory / MANIFEST_FILE).is_file() and (directory / PLAN_FILE).is_file():
         raise IndexLoadError(f"{directory} is an unfinished sharded build (no {MANIFEST_FILE}); run the build again")
     manifest = read_manifest(directory, FORMAT_NAME, FORMAT_VERSION, (*MANIFEST_KEYS, "probe"))
+    for shard in manifest["shards"]:  # a name is one directory of this index, never a path out of it
+        name = shard.get("name") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or name in (".", "..") or not SHARD_NAME.fullmatch(name):
+            raise IndexLoadError(f"{directory}/{MANIFEST_FILE} names a shard {name!r}, not a shard directory")
     verify_files(directory, manifest, [f"{shard['name']}/{MANIFEST_FILE}" for shard in manifest["shards"]])
     built_with = manifest["embedding_model"]
     if manifest["embedding_dimension"] != embedder.dimension:
@@ -205,7 +233,9 @@ def read_sharded_manifest(path: str | os.PathLike[str], embedder: BiEncoderBacke
             f"{directory} was built with {built_with!r} ({manifest['embedding_dimension']} dimensions); the "
             f"embedding model given, {embedder.model_name!r}, has {embedder.dimension}"
         )
-    stored, current = (_unit(v) for v in (manifest["probe"]["vector"], embedder.encode_documents([PROBE_TEXT])[0]))
+    stored, current = (
+        unit_vector(v) for v in (manifest["probe"]["vector"], embedder.encode_documents([PROBE_TEXT])[0])
+    )
     cosine = float(stored @ current)
     if cosine < PROBE_MIN_COSINE:
         raise IndexLoadError(
@@ -213,11 +243,6 @@ def read_sharded_manifest(path: str | os.PathLike[str], embedder: BiEncoderBacke
             f"embeds differently (probe cosine {cosine:.3f}). Rebuild the index or use that model."
         )
     return manifest
-
-
-def _unit(vector: ArrayLike) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 class ShardedIndexWriter:

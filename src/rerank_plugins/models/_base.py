@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from rerank_plugins.models.lru import LRUCache
 from rerank_plugins.models.resolve import resolve_model_path
@@ -37,7 +37,8 @@ def _apply_thread_setting() -> None:
             torch.set_num_threads(int(value))
 
 
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "fast")
+RuntimeName = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "fast"]
+RUNTIMES: tuple[str, ...] = get_args(RuntimeName)
 """``torch`` (default); ``onnx`` / ``onnx-int8``: ONNX Runtime fp32 / int8; ``openvino`` / ``openvino-bf16``:
 OpenVINO fp32 / bf16; ``fast``: the fastest of these that is installed and passes the quality guard
 (:mod:`rerank_plugins.models.runtimes.select`)."""

@@ -120,12 +120,30 @@ def resolve_model_path(model: str | os.PathLike[str], revision: str | None = Non
     raise ModelNotFoundError(f"Model {model!r} not found. Tried: " + "; ".join(tried) + ".")
 
 
+FINGERPRINT_PATTERNS = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "*.model",  # SentencePiece
+    "*.safetensors",
+    "*.bin",
+    "modules.json",  # sentence-transformers: the module pipeline,
+    "config_sentence_transformers.json",  # its prompts,
+    "sentence_bert_config.json",  # its max length,
+    "[0-9]*_*/**/*",  # and its modules: 1_Pooling, 2_Dense, 2_Normalize...
+)
+"""Every file that changes what a model computes: a changed prompt, pooling or dense layer is a new fingerprint."""
+
+
 def model_fingerprint(path: Path) -> str:
-    """SHA-256 over the model's config, tokenizer files and weights (content, not names or dates)."""
+    """SHA-256 over the files that decide the model's outputs (:data:`FINGERPRINT_PATTERNS`; content and relative
+    paths, not dates). Keys the disk embedding cache and the runtime exports, so nothing stale is served."""
     digest = hashlib.sha256()
-    patterns = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "*.safetensors", "*.bin")
-    for file in sorted({f for pattern in patterns for f in path.glob(pattern)}):
-        digest.update(file.name.encode())
+    files = {f for pattern in FINGERPRINT_PATTERNS for f in path.glob(pattern) if f.is_file()}
+    for file in sorted(files):
+        digest.update(file.relative_to(path).as_posix().encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
