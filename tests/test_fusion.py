@@ -164,7 +164,8 @@ def test_fusion_tuning_keeps_the_first_stage_unless_the_gain_is_clear():
     for tuned in noise:
         best = max(tuned["ndcg@10_by_weight"].values())
         if tuned["weight"] == 0.0 and tuned["ndcg@10_by_weight"]["0.0"] < best:
-            assert tuned["gain_over_first_stage"] <= tuned["standard_error"] and "kept_first_stage" in tuned
+            assert "kept_first_stage" in tuned
+            assert tuned["gain_over_first_stage"] <= tuned["standard_error"] or tuned["gain_over_first_stage"] < 0.01
     strong = tune_fusion_weight(*_tuning_case(60, reranker_knows=4.0))
     assert strong["weight"] > 0.5 and strong["gain_over_first_stage"] > strong["standard_error"]
     assert strong["ndcg@10_by_weight"][str(strong["weight"])] == max(strong["ndcg@10_by_weight"].values())
@@ -215,6 +216,22 @@ def test_the_student_weight_reproduces_the_teachers_fused_ranking():
     sweep = blind["top10_overlap_by_weight"]
     assert sweep[str(blind["weight"])] == max(sweep.values()) and sweep["1.0"] < sweep[str(blind["weight"])]
     assert type(blind["weight"]) is float and blind["reference_weight"] == 0.7 and blind["queries"] == 40
+
+
+def test_fusion_tuning_keeps_the_first_stage_for_a_steady_but_tiny_gain(monkeypatch):
+    """Near a first stage's ceiling a gain of a few thousandths passes a one-standard-error bound on 150 queries and
+    does not hold on new ones (the Korean quickstart: +0.0054 held out, -0.0058 on test); below MIN_FUSION_GAIN the
+    first stage's order is kept, at or above it the weight is."""
+    from rerank_plugins.evaluation import evaluate
+
+    n = 150
+    steady = np.where(np.arange(n) % 10 == 0, 0.05, 0.0)  # +0.005 on average, a tenth of the queries gaining
+    for gain, kept in ((steady, 0.0), (2.5 * steady, 0.5)):  # +0.005 (bound > 0) -> 0; +0.0125 -> 0.5
+        per_query = {0.0: np.full(n, 0.9), 0.5: 0.9 + gain}
+        monkeypatch.setattr(evaluate, "fused_ndcg_per_query", lambda *args, pq=per_query: pq)
+        tuned = evaluate.tune_fusion_weight(None, [f"q{i}" for i in range(n)], [], [], weights=(0.0, 0.5))
+        assert tuned["lower_bound_by_weight"]["0.5"] > 0
+        assert tuned["weight"] == kept
 
 
 def test_fusion_tuning_prefers_a_steady_gain_to_a_larger_noisier_one(monkeypatch):
