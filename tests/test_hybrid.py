@@ -234,3 +234,14 @@ def test_damaged_hybrid_refused_untouched(hybrid, embedder, tmp_path, damage, me
     with pytest.raises(IndexLoadError, match=message):
         HybridIndex.load(path, embedder)
     assert snapshot(path) == before
+
+
+def test_a_search_between_the_two_sides_of_an_add_or_delete_sees_neither_half(hybrid):
+    """Adds and deletes change the lexical and dense sides one after the other; a search in between returns a
+    document only while both sides hold it (never half-added, never half-deleted)."""
+    hybrid.lexical.add_documents([Document("volcano lava eruption magma", "half")])  # an add stopped halfway
+    assert "half" not in ids(hybrid.search("volcano lava eruption magma", k=40))
+    hybrid.dense.add_documents([Document("volcano lava eruption magma", "half")])  # the add completes
+    assert ids(hybrid.search("volcano lava eruption magma", k=1)) == ["half"]
+    hybrid.dense.delete(["half"])  # a delete stopped halfway
+    assert "half" not in ids(hybrid.search("volcano lava eruption magma", k=40))

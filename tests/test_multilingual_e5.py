@@ -226,3 +226,18 @@ def test_a_file_of_another_format_is_refused(tmp_path):
     bad.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(ValueError, match="not an E5S1 model file"):
         converter.read_e5s1(bad)
+
+
+def test_the_quality_guard_checks_korean_models_on_korean_questions(e5_path, minilm_path):
+    """A Korean reranker's int8/bf16 copy must agree with fp32 on Korean text, not only on English claims."""
+    from transformers import AutoTokenizer
+
+    from rerank_plugins.models.runtimes.guard import check_set, reads_hangul
+
+    assert reads_hangul(AutoTokenizer.from_pretrained(e5_path))
+    assert not reads_hangul(AutoTokenizer.from_pretrained(minilm_path))  # its tokenizer spells Hangul as jamo
+    english, both = check_set(), check_set(korean=True)
+    assert both[: len(english)] == english and len(both) == 2 * len(english)
+    korean = both[len(english) :]
+    assert all(any("\uac00" <= ch <= "\ud7a3" for ch in query) for query, _ in korean)
+    assert all(len(candidates) == 30 for _, candidates in korean)

@@ -200,3 +200,21 @@ def test_a_guard_report_from_another_machine_is_measured_again(tiny_cross_path, 
     assert len(measured) == 2, "int8 numerics depend on the CPU's instruction set: another CPU measures again"
     report = json.loads(next(cache.glob("onnx/*/int8-quality.json")).read_text(encoding="utf-8"))
     assert report["machine"] == other
+
+
+def test_a_guard_report_from_an_older_check_set_is_measured_again(tiny_cross_path, cache, monkeypatch):
+    """A measurement belongs to the check set it was made on (Korean questions joined it in version 2)."""
+    measured = []
+
+    def agreement(reference, candidate, k=10):
+        measured.append(len(reference))
+        return {"top10_overlap": 1.0, "spearman": 1.0}
+
+    monkeypatch.setattr(guard, "ranking_agreement", agreement)
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    report_path = next(cache.glob("onnx/*/int8-quality.json"))
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["check_set"] == guard.CHECK_SET_VERSION
+    report_path.write_text(json.dumps({**report, "check_set": guard.CHECK_SET_VERSION - 1}), encoding="utf-8")
+    CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
+    assert len(measured) == 2

@@ -149,7 +149,7 @@ class HybridIndex(DocumentStore):
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
         """The ``k`` best documents for each query by fused score, best first.
 
-        Searches do not wait for each other or for adds (each side is consistent on its own).
+        Searches do not wait for each other or for adds; a document is returned only while both sides hold it.
         """
         queries = check_search_args(queries, k)
         depth = max(k, self.candidates)
@@ -170,8 +170,13 @@ class HybridIndex(DocumentStore):
         weights = (self.dense_weight, 1.0 - self.dense_weight)
         sides = (_side_values(dense, self.fusion, self.rrf_k), _side_values(lexical, self.fusion, self.rrf_k))
         found: dict[str, SearchHit] = {}
+        dense_ids, lexical_ids = self.dense._ids, self.lexical._ids
         for hit in (*dense, *lexical):
-            found.setdefault(hit.document.id, hit)
+            # A document is visible once both sides hold it and until one side drops it: an add or delete runs on
+            # the two sides one after the other, and a search between them must not return a half-added or
+            # half-deleted document.
+            if hit.document.id in dense_ids and hit.document.id in lexical_ids:
+                found.setdefault(hit.document.id, hit)
         fused = {i: sum(w * side[i][1] for w, side in zip(weights, sides) if i in side) for i in found}
         missing = len(found) + 1  # the rank of a document a side did not return, for tie-breaking only
         primary, secondary = sides if weights[0] >= weights[1] else sides[::-1]

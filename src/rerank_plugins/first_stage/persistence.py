@@ -85,10 +85,14 @@ def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], N
 
 def recover_interrupted_save(target: Path) -> None:
     """Put back the previous index when a save stopped between its two renames (``target`` missing, its backup
-    there): the newest backup that is one of our indexes is renamed to ``target``; nothing else is touched."""
-    if target.exists():
-        return
+    there): the newest backup that is one of our indexes is renamed to ``target``. A backup beside a complete
+    index is what a save stopped before removing it left: it is removed. Nothing else is touched."""
     backups = [b for b in target.parent.glob(f".{target.name}{BACKUP_MARK}*") if b.is_dir() and is_our_index(b)]
+    if target.exists():
+        if is_our_index(target):
+            for backup in backups:
+                shutil.rmtree(backup, ignore_errors=True)
+        return
     if not backups:
         return
     newest = max(backups, key=lambda b: b.stat().st_mtime_ns)

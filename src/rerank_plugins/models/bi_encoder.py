@@ -88,10 +88,10 @@ class BiEncoderBackend(LazyModelBackend):
 
     def _runtime_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
         """Retrieval rankings with reduced-precision embeddings against fp32 torch ones, on the check set."""
-        from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
+        from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement, reads_hangul
 
         reference, quantized = [], []
-        for query, docs in check_set():
+        for query, docs in check_set(korean=reads_hangul(model.tokenizer)):
             q = model.encode_query([query], normalize_embeddings=True, convert_to_numpy=True)[0]
             d = model.encode_document(docs, normalize_embeddings=True, convert_to_numpy=True)
             reference.append(d @ q)

@@ -99,9 +99,9 @@ class CrossEncoderBackend(LazyModelBackend):
 
     def _runtime_agreement(self, model: Any, candidate: Any) -> dict[str, float]:
         """Rankings of a reduced-precision candidate against this model in fp32 torch, on the check set."""
-        from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement
+        from rerank_plugins.models.runtimes.guard import check_set, ranking_agreement, reads_hangul
 
-        requests = check_set()
+        requests = check_set(korean=reads_hangul(model.tokenizer))
         budget = query_room(model.tokenizer, max_length_of(model))  # called while loading: self.model is not set yet
         queries, documents = [fit_query(model.tokenizer, q, budget) for q, _ in requests], [d for _, d in requests]
         reference = score_pairs(model, torch_forward(model.model), queries, documents, "truncate", 32)

@@ -1,19 +1,24 @@
 """The quantization quality guard: a faster runtime is kept only if it ranks like fp32 on a check set.
 
 The check set is realistic reranking work (bundled SciFact claims, each with its 30 word-overlap candidates),
-so agreement is measured where it matters: among plausible documents, as a reranker sees them.
+so agreement is measured where it matters: among plausible documents, as a reranker sees them. A model whose
+tokenizer reads Hangul is checked on bundled KorQuAD questions too (a Korean reranker's int8 or bf16 copy must
+agree with fp32 on Korean, not only on English biomedical text).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from rerank_plugins.data import demo_data_path, load_beir
+from rerank_plugins.data import demo_data_path, load_beir, load_dataset
 
 MIN_TOP10_OVERLAP = 0.95
 MIN_SPEARMAN = 0.99
+CHECK_SET_VERSION = 2
+"""Stored with each measurement, so a changed check set is measured again (2: Korean questions added)."""
 
 
 class QuantizationQualityError(RuntimeError):
@@ -64,19 +69,40 @@ def require_agreement(report: dict[str, float], what: str) -> None:
         )
 
 
-def check_set(queries: int = 16, depth: int = 30) -> list[tuple[str, list[str]]]:
-    """Realistic (query, candidates) requests for the quality guard, from the bundled SciFact subset.
+def reads_hangul(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` keeps Hangul syllables (a Korean-capable model) rather than jamo or unknown tokens."""
+    return any(any("\uac00" <= ch <= "\ud7a3" for ch in token) for token in tokenizer.tokenize("한국어 문장을 읽는다"))
 
-    Candidates are each query's ``depth`` documents with the most words in common with it, so the
-    check compares rankings among plausible documents, as a reranker sees them.
+
+def check_set(queries: int = 16, depth: int = 30, *, korean: bool = False) -> list[tuple[str, list[str]]]:
+    """Realistic (query, candidates) requests for the quality guard, from the bundled SciFact subset, plus as many
+    bundled KorQuAD questions with ``korean``.
+
+    Candidates are each query's ``depth`` documents with the most words (Korean: character bigrams) in common with
+    it, so the check compares rankings among plausible documents, as a reranker sees them.
     """
     data = load_beir(demo_data_path(), "test")
-    doc_ids = list(data.corpus)
-    doc_words = [set(data.corpus[d].lower().split()) for d in doc_ids]
+    requests = _overlap_requests(data.corpus, list(data.queries.values())[:queries], depth, str.split)
+    if korean:
+        korquad = load_dataset(demo_data_path("korquad-1.0-dev"), "test")
+        requests += _overlap_requests(korquad.corpus, list(korquad.queries.values())[:queries], depth, _bigrams)
+    return requests
+
+
+def _bigrams(text: str) -> list[str]:
+    text = "".join(text.split())
+    return [text[i : i + 2] for i in range(len(text) - 1)]
+
+
+def _overlap_requests(
+    corpus: dict[str, str], queries: list[str], depth: int, units: Callable[[str], list[str]]
+) -> list[tuple[str, list[str]]]:
+    doc_ids = list(corpus)
+    doc_units = [set(units(corpus[d].lower())) for d in doc_ids]
     requests = []
-    for query in list(data.queries.values())[:queries]:
+    for query in queries:
         query = " ".join(query.split()[:12])  # short enough for any model's max length to leave room
-        words = set(query.lower().split())
-        ranked = sorted(range(len(doc_ids)), key=lambda i: -len(words & doc_words[i]))[:depth]
-        requests.append((query, [data.corpus[doc_ids[i]] for i in ranked]))
+        found = set(units(query.lower()))
+        ranked = sorted(range(len(doc_ids)), key=lambda i: -len(found & doc_units[i]))[:depth]
+        requests.append((query, [corpus[doc_ids[i]] for i in ranked]))
     return requests

@@ -25,7 +25,7 @@ import numpy as np
 
 from rerank_plugins._files import cache_root, write_atomically, write_json
 from rerank_plugins.models.resolve import model_fingerprint
-from rerank_plugins.models.runtimes.guard import require_agreement
+from rerank_plugins.models.runtimes.guard import CHECK_SET_VERSION, require_agreement
 from rerank_plugins.models.runtimes.machine import cpu_and_versions
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,10 @@ def guarded(report_path: Path, recipe: str, measure: Callable[[], dict[str, floa
     report = None
     if report_path.exists():
         stored = json.loads(report_path.read_text(encoding="utf-8"))
-        report = stored if stored.get("recipe") == recipe and stored.get("machine") == machine else None
+        same = (stored.get("recipe"), stored.get("machine"), stored.get("check_set"))
+        report = stored if same == (recipe, machine, CHECK_SET_VERSION) else None
     if report is None:
-        report = {**measure(), "recipe": recipe, "machine": machine}
+        report = {**measure(), "recipe": recipe, "machine": machine, "check_set": CHECK_SET_VERSION}
         write_json(report_path, report)
     require_agreement(report, what)
     return report
