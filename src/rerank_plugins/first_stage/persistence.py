@@ -24,6 +24,8 @@ MANIFEST_FILE = "manifest.json"
 FORMAT_PREFIX = "rerank-plugins-"
 BACKUP_MARK = ".old-"
 """The previous index waits beside the target as ``.<name>.old-<random>`` while a save swaps directories."""
+TRASH_MARK = ".trash-"
+"""A backup being removed is renamed ``.<name>.trash-<random>`` first; the next load or save finishes the job."""
 """Every index format this library writes starts with it (``rerank-plugins-faiss``, ``-bm25``, ...)."""
 DOCUMENTS_FILE = "documents.jsonl"
 
@@ -77,7 +79,7 @@ def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], N
             os.replace(target, backup)  # a crash from here to the next rename leaves the old index as the backup,
         os.replace(staging, target)  # which recover_interrupted_save puts back on the next load or save
         _fsync_directory(target.parent)
-        shutil.rmtree(backup, ignore_errors=True)
+        _discard(backup)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -86,12 +88,15 @@ def save_directory(path: str | os.PathLike[str], write_files: Callable[[Path], N
 def recover_interrupted_save(target: Path) -> None:
     """Put back the previous index when a save stopped between its two renames (``target`` missing, its backup
     there): the newest backup that is one of our indexes is renamed to ``target``. A backup beside a complete
-    index is what a save stopped before removing it left: it is removed. Nothing else is touched."""
+    index is what a save stopped before removing it left, and a ``.<name>.trash-*`` directory is one whose removal
+    was cut off: both are removed. Nothing else is touched."""
+    for trash in target.parent.glob(f".{target.name}{TRASH_MARK}*"):
+        shutil.rmtree(trash, ignore_errors=True)
     backups = [b for b in target.parent.glob(f".{target.name}{BACKUP_MARK}*") if b.is_dir() and is_our_index(b)]
     if target.exists():
         if is_our_index(target):
             for backup in backups:
-                shutil.rmtree(backup, ignore_errors=True)
+                _discard(backup)
         return
     if not backups:
         return
@@ -99,6 +104,17 @@ def recover_interrupted_save(target: Path) -> None:
     os.replace(newest, target)
     _fsync_directory(target.parent)
     logger.warning("%s: a save was interrupted; the index it was replacing is back in place", target)
+
+
+def _discard(backup: Path) -> None:
+    """Remove a backup: renamed to a trash name first (atomic), so a removal cut off midway never leaves a
+    half-deleted directory under the backup name, where it would no longer be recognised as ours."""
+    trash = backup.with_name(backup.name.replace(BACKUP_MARK, TRASH_MARK, 1))
+    try:
+        os.replace(backup, trash)
+    except FileNotFoundError:
+        return  # no previous index, or another process removed it
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _fsync_tree(root: Path) -> None:
