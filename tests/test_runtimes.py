@@ -181,16 +181,22 @@ def test_int8_refusal_is_remembered_without_quantizing_again(tiny_cross_path, ca
     assert onnx.INT8_RECIPE in next(cache.glob("onnx/*/int8-quality.json")).read_text()
 
 
-def test_a_guard_report_from_another_machine_is_measured_again(tiny_cross_path, cache, monkeypatch):
-    from rerank_plugins.models.runtimes import machine
-
-    measured = []
+@pytest.fixture()
+def measured(monkeypatch) -> list[int]:
+    """Each guard measurement, recorded (the query count), with rankings that always agree."""
+    calls: list[int] = []
 
     def agreement(reference, candidate, k=10):
-        measured.append(len(reference))
+        calls.append(len(reference))
         return {"top10_overlap": 1.0, "spearman": 1.0}
 
     monkeypatch.setattr(guard, "ranking_agreement", agreement)
+    return calls
+
+
+def test_a_guard_report_from_another_machine_is_measured_again(tiny_cross_path, cache, monkeypatch, measured):
+    from rerank_plugins.models.runtimes import machine
+
     CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
     CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
     assert len(measured) == 1, "the same machine reuses its measurement"
@@ -202,15 +208,8 @@ def test_a_guard_report_from_another_machine_is_measured_again(tiny_cross_path, 
     assert report["machine"] == other
 
 
-def test_a_guard_report_from_an_older_check_set_is_measured_again(tiny_cross_path, cache, monkeypatch):
+def test_a_guard_report_from_an_older_check_set_is_measured_again(tiny_cross_path, cache, measured):
     """A measurement belongs to the check set it was made on (Korean questions joined it in version 2)."""
-    measured = []
-
-    def agreement(reference, candidate, k=10):
-        measured.append(len(reference))
-        return {"top10_overlap": 1.0, "spearman": 1.0}
-
-    monkeypatch.setattr(guard, "ranking_agreement", agreement)
     CrossEncoderBackend(tiny_cross_path, runtime="onnx-int8").score("q", ["d"])
     report_path = next(cache.glob("onnx/*/int8-quality.json"))
     report = json.loads(report_path.read_text(encoding="utf-8"))

@@ -216,7 +216,7 @@ class CrossEncoderAdapterFields(ModelLoadFields, RerankFields):
     @property
     def stage(self) -> RerankingStage:
         """The reranking stage with the options in force now (first stage unknown: a compressor's candidates)."""
-        return RerankingStage(self._backend, self.rerank_options())
+        return self.stage_for(None, None)
 
     def stage_for(self, top_n: int | None, first_stage: dict[str, Any] | None) -> RerankingStage:
         """:attr:`stage` for a two-stage retriever: its (or a per-call) ``top_n`` if not None, and the description

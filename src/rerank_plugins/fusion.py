@@ -7,14 +7,17 @@ stage on data like the held-out set, and a strong one is trusted fully.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rerank_plugins._validation import check_number
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +36,7 @@ def zscore(values: np.ndarray) -> np.ndarray:
 
 def fuse(rerank_scores: Sequence[float], retrieval_scores: Sequence[float | None], weight: float) -> np.ndarray:
     """Fused scores for one query's candidates (higher is better)."""
-    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
-        raise ValueError(f"fusion_weight must be between 0 and 1, got {weight}")
+    check_number(weight, "fusion_weight", 0, 1)
     if any(score is None for score in retrieval_scores):
         raise ValueError("fusion_weight needs a first-stage score for every candidate (retrieval_score)")
     rerank = zscore(np.asarray(rerank_scores))
@@ -50,13 +52,25 @@ def stored_fusion(model_path: str | Path) -> dict[str, Any]:
     """The fusion record saved with a model trained by rerank-plugins (weight, the first stage it was tuned with, the
     sweep); empty when the model has no training record (e.g. a hub model) or its record has no fusion entry.
 
-    A record that exists but cannot be read is an error: silently dropping it would turn fusion off.
+    A record that exists but cannot be read is an error: silently dropping it would turn fusion off. With
+    ``fusion_weight="auto"`` (the default) every rerank call asks for it, so a record is read once per version of
+    the file (its modification time and size), not once per query.
     """
     info = Path(model_path) / TRAINING_INFO
-    if not info.is_file():
-        return {}
     try:
-        record = json.loads(info.read_text(encoding="utf-8"))
+        found = info.stat()
+    except OSError:
+        return {}
+    if not stat.S_ISREG(found.st_mode):
+        return {}
+    return dict(_read_fusion(str(info), found.st_mtime_ns, found.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_fusion(info: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """The checked fusion entry of the record at ``info`` (cached per file version; errors are not cached)."""
+    try:
+        record = json.loads(Path(info).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(
             f"cannot read the training record {info} ({error}): restore it, or delete it to rank "
@@ -94,7 +108,15 @@ def scoring_settings(description: Any) -> Any:
     return description
 
 
-_warned: set[tuple[str, str]] = set()
+_warned: set[tuple[str, ...]] = set()
+
+
+def warn_once(key: tuple[str, ...], message: str, *args: Any) -> None:
+    """Log ``message`` at WARNING the first time ``key`` is seen in this process: adapters build a reranking stage
+    per call, so a warning kept on the stage would repeat on every query."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)
 
 
 def auto_fusion_weight(model_path: str | Path, first_stage: dict[str, Any] | None = None) -> float | None:
@@ -111,16 +133,14 @@ def auto_fusion_weight(model_path: str | Path, first_stage: dict[str, Any] | Non
     if first_stage is not None and tuned_with is not None:
         here = json.loads(json.dumps(first_stage))  # as a training record stores it
         if scoring_settings(tuned_with) != scoring_settings(here):
-            key = (str(model_path), json.dumps(here, sort_keys=True))
-            if key not in _warned:
-                _warned.add(key)
-                logger.warning(
-                    "the fusion weight %s stored with %s was tuned with another first stage (%s); the first stage "
-                    "here is %s: the weight is used anyway; retrain the reranker with this first stage, or set "
-                    "fusion_weight, for a weight that fits",
-                    weight,
-                    model_path,
-                    json.dumps(tuned_with),
-                    json.dumps(here),
-                )
+            warn_once(
+                ("first stage", str(model_path), json.dumps(here, sort_keys=True)),
+                "the fusion weight %s stored with %s was tuned with another first stage (%s); the first stage "
+                "here is %s: the weight is used anyway; retrain the reranker with this first stage, or set "
+                "fusion_weight, for a weight that fits",
+                weight,
+                model_path,
+                json.dumps(tuned_with),
+                json.dumps(here),
+            )
     return float(weight)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rerank_plugins._validation import check_number, check_rank_options, check_scale, select_top
-from rerank_plugins.fusion import auto_fusion_weight, fuse
+from rerank_plugins.fusion import auto_fusion_weight, fuse, warn_once
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, check_scoring_options
 from rerank_plugins.schema import RankedItem, RetrievedDocument, SearchHit
@@ -57,7 +57,7 @@ class RerankOptions:
         if self.fusion_weight is not None and self.fusion_weight != "auto":
             if isinstance(self.fusion_weight, str):
                 raise TypeError(f"fusion_weight must be a number in [0, 1], 'auto' or None, got {self.fusion_weight!r}")
-            check_number(self.fusion_weight, "fusion_weight", 0.0, 1.0)
+            check_number(self.fusion_weight, "fusion_weight", 0, 1)
 
 
 class RerankingStage:
@@ -80,7 +80,6 @@ class RerankingStage:
         self.backend = backend
         self.options = options or RerankOptions()
         self.first_stage = first_stage
-        self._unscored_warned = False
 
     def with_first_stage(self, first_stage: dict[str, Any] | None) -> RerankingStage:
         """This stage (same backend and options) for hits from the first stage ``first_stage`` describes."""
@@ -136,13 +135,12 @@ class RerankingStage:
         """``weight``, unless ``"auto"`` chose it and a candidate has no first-stage score to fuse with."""
         if weight is None or self.options.fusion_weight != "auto" or all(hit.score is not None for hit in hits):
             return weight
-        if not self._unscored_warned:
-            self._unscored_warned = True
-            logger.warning(
-                "fusion_weight='auto' found the stored weight %s, but the candidates carry no first-stage score: "
-                "ranking by the reranker alone; a first stage that returns its scores enables fusion",
-                weight,
-            )
+        warn_once(
+            ("no first-stage scores", str(self.backend.path)),
+            "fusion_weight='auto' found the stored weight %s, but the candidates carry no first-stage score: "
+            "ranking by the reranker alone; a first stage that returns its scores enables fusion",
+            weight,
+        )
         return None
 
     def _results(

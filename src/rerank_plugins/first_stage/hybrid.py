@@ -270,7 +270,7 @@ def _fusion_settings(*, fusion: Any, dense_weight: Any, rrf_k: Any, candidates: 
     """The fusion settings, checked."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    dense_weight = check_number(dense_weight, "dense_weight", 0.0, 1.0)
+    dense_weight = check_number(dense_weight, "dense_weight", 0, 1)
     return {
         "fusion": fusion,
         "dense_weight": float(dense_weight),
