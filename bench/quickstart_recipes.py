@@ -60,6 +60,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, help="CrossEncoderTrainingConfig.layers")
     parser.add_argument("--dropout", type=float, help="CrossEncoderTrainingConfig.dropout")
     parser.add_argument("--freeze-embeddings", action="store_true", help="CrossEncoderTrainingConfig.freeze_embeddings")
+    parser.add_argument(
+        "--long-documents",
+        choices=["truncate", "matched_window"],
+        help="CrossEncoderTrainingConfig.long_documents",
+    )
     args = parser.parse_args()
 
     demo = DEMOS[args.lang]
@@ -75,7 +80,11 @@ def main() -> None:
         if getattr(args, f) is not None
     }
     overrides.update(
-        {k: v for k, v in (("layers", args.layers), ("dropout", args.dropout)) if v is not None},
+        {
+            k: v
+            for k, v in (("layers", args.layers), ("dropout", args.dropout), ("long_documents", args.long_documents))
+            if v is not None
+        },
         **({"freeze_embeddings": True} if args.freeze_embeddings else {}),
     )
     config = replace(demo.cross_encoder, **overrides, time_budget_s=args.budget)

@@ -222,3 +222,40 @@ def test_cache_distinguishes_long_document_policies(tiny_cross_path):
     truncated = backend.rank("korea seoul", [doc])[0]
     windowed = backend.rank("korea seoul", [doc], long_documents="window")[0]
     assert truncated.window is None and windowed.window is not None
+
+
+def test_query_matched_window_is_the_window_sharing_most_with_the_query(reranker):
+    from rerank_plugins.models.pair_scoring import query_matched_window
+
+    tokenizer = reranker.model.tokenizer
+    room = 64 - 2 - 3  # [CLS] korea seoul [SEP] ... [SEP]
+    doc = "the " * 100 + "korea seoul city " + "the " * 100
+    window = query_matched_window(tokenizer, "korea seoul", doc, 64)
+    assert "korea seoul city" in window and window in doc
+    assert len(tokenizer(window, add_special_tokens=False)["input_ids"]) == room
+    no_match = query_matched_window(tokenizer, "music", doc, 64)  # a one-token query leaves one token more
+    assert no_match == " ".join(["the"] * (room + 1)), "no match: the first window"
+    assert query_matched_window(tokenizer, "korea seoul", "seoul city", 64) == "seoul city", "a short one stays whole"
+    tail = "the " * 100 + "korea seoul"
+    assert query_matched_window(tokenizer, "korea seoul", tail, 64).endswith("korea seoul"), "the last window counts"
+
+
+def test_auto_reads_long_documents_as_the_reranker_was_trained(tiny_cross_path, tmp_path):
+    import json
+    import shutil
+
+    from rerank_plugins.fusion import TRAINING_INFO
+
+    trained = tmp_path / "windowed"
+    shutil.copytree(tiny_cross_path, trained)
+    (trained / TRAINING_INFO).write_text(json.dumps({"parameters": {"long_documents": "window"}}))
+    doc = "the " * 300 + "korea seoul"
+    windowed = CrossEncoderBackend(trained, cache_size=0)
+    assert windowed.trained_long_documents == "window"
+    assert windowed.rank("korea seoul", [doc])[0].window is not None
+    np.testing.assert_array_equal(
+        windowed.score("korea seoul", [doc]), windowed.score("korea seoul", [doc], long_documents="window")
+    )
+    assert windowed.rank("korea seoul", [doc], long_documents="truncate")[0].window is None
+    plain = CrossEncoderBackend(tiny_cross_path, cache_size=0)
+    assert plain.trained_long_documents == "truncate" and plain.rank("korea seoul", [doc])[0].window is None

@@ -336,8 +336,8 @@ def test_an_unreadable_training_record_is_an_error_not_no_fusion(tmp_path, tiny_
     with pytest.raises(ValueError, match="training record"):
         TwoStagePipeline(index, get_cross_encoder(model), top_k=8).retrieve("cancer risk")
     assert TwoStagePipeline(
-        index, get_cross_encoder(model), top_k=8, options=RerankOptions(fusion_weight=None)
-    ).retrieve("cancer risk")  # an explicit choice does not read the record
+        index, get_cross_encoder(model), top_k=8, options=RerankOptions(fusion_weight=None, long_documents="truncate")
+    ).retrieve("cancer risk")  # explicit choices (no "auto") do not read the record
 
 
 def test_auto_without_first_stage_scores_ranks_by_the_reranker_with_a_warning(tmp_path, tiny_cross_path, caplog):

@@ -239,3 +239,42 @@ def test_hard_negatives_do_not_use_given_ones_unless_mined(pair_data, tiny_cross
     assert given - mined_texts, "every given negative was mined anyway: this data cannot tell the kinds apart"
     assert given - set(pairs_seen)
     assert _recorded_kind(path) == "hard"
+
+
+def with_preamble(data: RetrievalDataset, words: int, seed: int) -> RetrievalDataset:
+    """``data`` with ``words`` stopwords before every document: the topic words lie beyond a 64-token pair."""
+    rng = random.Random(seed)
+    corpus = {d: " ".join(rng.choices(STOPWORDS, k=words)) + " " + text for d, text in data.corpus.items()}
+    return RetrievalDataset(corpus, data.queries, data.qrels, name=f"{data.name}-long")
+
+
+@pytest.mark.parametrize("long_documents", ["matched_window", "truncate"])
+def test_window_training_learns_what_lies_beyond_the_first_window(
+    tiny_cross_path, tmp_path, train_set, held_out, long_documents
+):
+    (train, train_negatives), (test, test_negatives) = train_set, held_out
+    train, test = with_preamble(train, 80, seed=3), with_preamble(test, 80, seed=4)
+    path, _ = train_cross_encoder(
+        train,
+        train_negatives,
+        tmp_path / "ce",
+        base_model=str(tiny_cross_path),
+        config=CrossEncoderTrainingConfig(
+            epochs=1,
+            queries_per_batch=8,
+            num_negatives=3,
+            learning_rate=2e-3,
+            head_lr_multiplier=1.0,
+            max_length=64,
+            long_documents=long_documents,
+        ),
+        show_progress=False,
+    )
+    assert CrossEncoderBackend(path).trained_long_documents == long_documents
+    mrr = cross_encoder_mrr(path, test, test_negatives)  # long_documents="auto": as trained
+    if long_documents == "matched_window":
+        assert mrr >= 0.75, f"held-out MRR {mrr:.3f}: the windows holding the topic words were not learned"
+    else:  # every first window is stopwords only: nothing to learn, the score of a constant ranker (ties last)
+        assert mrr < 0.5, (
+            f"held-out MRR {mrr:.3f} without windows: the task does not need them, the test proves nothing"
+        )

@@ -148,8 +148,10 @@ class RerankFields(BaseModel):
     )
     min_keep: int = Field(default=0, description="Always keep this many of the best, whatever the threshold.")
     scale: Literal["raw", "sigmoid"] = Field(default="raw", description="'raw' logits or 'sigmoid' probabilities.")
-    long_documents: Literal["truncate", "window"] = Field(
-        default="truncate", description="Cut a too-long document (flagged) or score it in overlapping windows."
+    long_documents: Literal["auto", "truncate", "window"] = Field(
+        default="auto",
+        description="Cut a too-long document (flagged), score it in overlapping windows, or 'auto': what the "
+        "reranker was trained for (its training record; truncate without one).",
     )
     long_queries: Literal["truncate", "error"] = Field(
         default="truncate",

@@ -57,26 +57,7 @@ def stored_fusion(model_path: str | Path) -> dict[str, Any]:
     the file (its modification time and size), not once per query.
     """
     info = Path(model_path) / TRAINING_INFO
-    try:
-        found = info.stat()
-    except OSError:
-        return {}
-    if not stat.S_ISREG(found.st_mode):
-        return {}
-    return dict(_read_fusion(str(info), found.st_mtime_ns, found.st_size))
-
-
-@functools.lru_cache(maxsize=64)
-def _read_fusion(info: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    """The checked fusion entry of the record at ``info`` (cached per file version; errors are not cached)."""
-    try:
-        record = json.loads(Path(info).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"cannot read the training record {info} ({error}): restore it, or delete it to rank "
-            "without the stored fusion weight"
-        ) from error
-    fusion = record.get("fusion", {}) if isinstance(record, dict) else None
+    fusion = training_record(model_path).get("fusion", {})
     weight = fusion.get("weight") if isinstance(fusion, dict) else None
     if not isinstance(fusion, dict) or not (
         weight is None or (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1)
@@ -85,7 +66,37 @@ def _read_fusion(info: str, mtime_ns: int, size: int) -> dict[str, Any]:
             f"the training record {info} has an invalid fusion entry {fusion!r}: restore it, or delete "
             "it to rank without the stored fusion weight"
         )
-    return fusion
+    return dict(fusion)
+
+
+def training_record(model_path: str | Path) -> dict[str, Any]:
+    """The training record saved with a model trained by rerank-plugins; empty when there is none (a hub model).
+
+    Read once per version of the file (modification time and size); an unreadable record raises.
+    """
+    info = Path(model_path) / TRAINING_INFO
+    try:
+        found = info.stat()
+    except OSError:
+        return {}
+    if not stat.S_ISREG(found.st_mode):
+        return {}
+    return _read_record(str(info), found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_record(info: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """The record at ``info`` (cached per file version; errors are not cached). Callers must not modify it."""
+    try:
+        record = json.loads(Path(info).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot read the training record {info} ({error}): restore it, or delete it to rank "
+            "without the stored fusion weight"
+        ) from error
+    if not isinstance(record, dict):
+        raise ValueError(f"the training record {info} is not a JSON object: restore it, or delete it")
+    return record
 
 
 def stored_fusion_weight(model_path: str | Path) -> float | None:

@@ -37,7 +37,9 @@ class RerankOptions:
     score_threshold: float | None = None
     min_keep: int = 0
     scale: str = "raw"
-    long_documents: str = "truncate"
+    long_documents: str = "auto"
+    """``"truncate"``, ``"window"`` or ``"auto"``: what the reranker was trained for (see
+    :attr:`CrossEncoderBackend.trained_long_documents`)."""
     long_queries: str = "truncate"
     """A query too long to leave the document ``MIN_DOCUMENT_TOKENS`` of the pair: ``"truncate"`` keeps its
     beginning (with a warning naming both lengths), ``"error"`` raises."""

@@ -43,10 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--split-long-documents", action="store_true", help=SPLIT_HELP)
     parser.add_argument(
         "--rerank-long-documents",
-        default="truncate",
-        choices=["truncate", "window"],
+        default="auto",
+        choices=["auto", "truncate", "window"],
         help="reranker reads the beginning of a long document, or scores overlapping windows and "
-        "keeps the best (default: %(default)s)",
+        "keeps the best; auto: what the reranker was trained for (default: %(default)s)",
     )
     parser.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
 

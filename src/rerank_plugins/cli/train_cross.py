@@ -39,6 +39,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="hard negatives come from the first stage's top-k (default: %(default)s)",
     )
     parser.add_argument("--loss", default="listwise", choices=["listwise", "binary"])
+    parser.add_argument(
+        "--long-documents",
+        default="truncate",
+        choices=["truncate", "matched_window"],
+        help="documents longer than --max-length: train on (and later read) their beginning, or the window sharing "
+        "most words with the query (default: %(default)s)",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     add_training(parser, learning_rate=5e-5, max_length_help="tokens per (query, document) pair")
 
@@ -47,7 +54,9 @@ def run(args: argparse.Namespace) -> None:
     from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig
     from rerank_plugins.training.recipes import train_cross_encoder_on
 
-    config = CrossEncoderTrainingConfig(loss=args.loss, num_negatives=args.num_negatives, **loop_options(args))
+    config = CrossEncoderTrainingConfig(
+        loss=args.loss, num_negatives=args.num_negatives, long_documents=args.long_documents, **loop_options(args)
+    )
     path, log = train_cross_encoder_on(
         load_dataset(args.data, args.split),
         args.output,

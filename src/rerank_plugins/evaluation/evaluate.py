@@ -46,7 +46,7 @@ def rerank_scores(
     reranker: CrossEncoderBackend,
     *,
     batch_size: int = 32,
-    long_documents: str = "truncate",
+    long_documents: str = "auto",
     show_progress: bool = True,
 ) -> tuple[list[np.ndarray], float]:
     """Raw cross-encoder scores of every query's candidates (input order), and the seconds it took."""
@@ -206,7 +206,7 @@ def evaluate_two_stage(
     first_stage_k: int = 30,
     ks: Sequence[int] = (1, 3, 5, 10),
     batch_size: int = 32,
-    long_documents: str = "truncate",
+    long_documents: str = "auto",
     fusion_weight: float | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:

@@ -18,9 +18,11 @@ import numpy as np
 
 from rerank_plugins._validation import check_query, check_rank_options, check_scale, check_texts
 from rerank_plugins.batching import MicroBatcher, run_grouped
+from rerank_plugins.fusion import training_record
 from rerank_plugins.models._base import LazyModelBackend
 from rerank_plugins.models.lru import LRUCache, text_digest
 from rerank_plugins.models.pair_scoring import (
+    LONG_DOCUMENT_POLICIES,
     WINDOW_OVERLAP,
     LongDocuments,
     PairScores,
@@ -46,7 +48,8 @@ class CrossEncoderBackend(LazyModelBackend):
 
     Scores are raw logits unless ``scale="sigmoid"`` is asked for. Pairs longer than the model's max
     length are handled by ``long_documents``: ``"truncate"`` cuts the document only and flags it,
-    ``"window"`` scores overlapping windows of ``window_overlap`` tokens and keeps the best (max).
+    ``"window"`` scores overlapping windows of ``window_overlap`` tokens and keeps the best (max), ``"auto"``
+    (default) does what the reranker was trained for (:attr:`trained_long_documents`).
 
     An LRU cache of ``cache_size`` (query, document) scores, keyed by both texts' hashes and the long-document
     policy, makes repeated pairs free; it lives with this backend, so it is specific to its model and runtime.
@@ -125,6 +128,17 @@ class CrossEncoderBackend(LazyModelBackend):
         """Longest (query, document) pair in tokens, special tokens included."""
         return max_length_of(self.model)
 
+    @property
+    def trained_long_documents(self) -> str:
+        """How the reranker learned to read long documents (its training record): ``long_documents="auto"``."""
+        parameters = training_record(self.path).get("parameters", {})
+        policy = parameters.get("long_documents", "truncate") if isinstance(parameters, dict) else "truncate"
+        return policy if policy in LONG_DOCUMENT_POLICIES and policy != "auto" else "truncate"
+
+    def resolve_long_documents(self, long_documents: str) -> str:
+        """``long_documents`` with ``"auto"`` replaced by :attr:`trained_long_documents`."""
+        return self.trained_long_documents if long_documents == "auto" else long_documents
+
     def query_room(self) -> int:
         """Most query tokens that still leave ``MIN_DOCUMENT_TOKENS`` for the document in a pair."""
         return query_room(self.model.tokenizer, self.max_length)
@@ -147,7 +161,7 @@ class CrossEncoderBackend(LazyModelBackend):
         documents: Sequence[str],
         *,
         scale: ScoreScale = "raw",
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> np.ndarray:
         """Scores of ``documents`` for ``query`` in input order (float32, in ``scale``)."""
@@ -160,7 +174,7 @@ class CrossEncoderBackend(LazyModelBackend):
         requests: Sequence[tuple[str, Sequence[str]]],
         *,
         scale: ScoreScale = "raw",
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> list[np.ndarray]:
         """Score many ``(query, documents)`` requests in one length-sorted pass; results in input order."""
@@ -176,7 +190,7 @@ class CrossEncoderBackend(LazyModelBackend):
         score_threshold: float | None = None,
         min_keep: int = 0,
         scale: ScoreScale = "raw",
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> list[RankedItem]:
         """Rank ``documents`` for ``query``, best first. See :meth:`rank_batch`."""
@@ -198,7 +212,7 @@ class CrossEncoderBackend(LazyModelBackend):
         score_threshold: float | None = None,
         min_keep: int = 0,
         scale: ScoreScale = "raw",
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> list[list[RankedItem]]:
         """Rank each request's documents, best first, in one batched pass.
@@ -222,7 +236,7 @@ class CrossEncoderBackend(LazyModelBackend):
         score_threshold: float | None = None,
         min_keep: int = 0,
         scale: ScoreScale = "raw",
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> list[RankedItem]:
         """:meth:`rank` for async callers: concurrent calls are micro-batched into shared forward passes
@@ -230,6 +244,7 @@ class CrossEncoderBackend(LazyModelBackend):
         check_rank_options(top_n, score_threshold, min_keep)
         check_scale(scale)
         check_scoring_options(long_documents, batch_size)
+        long_documents = self.resolve_long_documents(long_documents)
         request = (check_query(query), check_texts(documents, "documents"))
         details = await self.batcher.submit((request, long_documents, batch_size))
         return select(details, top_n, score_threshold, min_keep, scale)
@@ -254,11 +269,12 @@ class CrossEncoderBackend(LazyModelBackend):
     def score_details(
         self,
         requests: Sequence[tuple[str, Sequence[str]]],
-        long_documents: LongDocuments = "truncate",
+        long_documents: LongDocuments = "auto",
         batch_size: int = 32,
     ) -> list[PairScores]:
         """Raw scores with truncation/window details for every request, in one pass."""
         check_scoring_options(long_documents, batch_size)
+        long_documents = self.resolve_long_documents(long_documents)
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
             raise TypeError(f"requests must be a sequence of (query, documents) pairs, got {type(requests).__name__}")
         queries: list[str] = []

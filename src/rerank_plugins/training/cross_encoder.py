@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.data import RetrievalDataset
-from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS
+from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, query_matched_window
 from rerank_plugins.models.resolve import resolve_model_path
 from rerank_plugins.training._loop import TrainingLog, optimise, set_dropout
 from rerank_plugins.training.heldout import pool_mrr
@@ -27,6 +27,7 @@ from rerank_plugins.training.model_card import write_model_card
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+TRAINABLE_LONG_DOCUMENTS = ("truncate", "matched_window")
 
 
 @dataclass
@@ -49,6 +50,12 @@ class CrossEncoderTrainingConfig:
     freeze_embeddings: bool = False
     """Leave the token embeddings as they are: a 250k-piece multilingual vocabulary is 96M of e5-small's 118M
     parameters, and updating them costs optimiser time for almost nothing a reranker needs."""
+    long_documents: Literal["truncate", "matched_window"] = "truncate"
+    """``"matched_window"``: every document longer than ``max_length`` (positive or negative) is trained on as its
+    window sharing the most tokens with the query (:func:`~rerank_plugins.models.pair_scoring.query_matched_window`)
+    instead of its beginning, and the reranker is recorded to read long documents that way
+    (``long_documents="auto"``: one pass per document, as cheap as truncating). Scoring every window and keeping
+    the best (``"window"``) would meet windows the training never showed: the negatives' best-scoring ones."""
 
     def __post_init__(self) -> None:
         if self.loss not in ("listwise", "binary"):
@@ -59,6 +66,8 @@ class CrossEncoderTrainingConfig:
             check_positive_int(self.layers, "layers")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.long_documents not in TRAINABLE_LONG_DOCUMENTS:
+            raise ValueError(f"long_documents must be one of {TRAINABLE_LONG_DOCUMENTS}, got {self.long_documents!r}")
 
 
 def _groups(
@@ -171,9 +180,14 @@ def train_cross_encoder(
     n_docs = 1 + config.num_negatives
     pos_weight = torch.tensor([float(config.num_negatives)])
 
+    def read(query: str, document: str) -> str:
+        if config.long_documents == "truncate":
+            return document
+        return query_matched_window(tokenizer, query, document, config.max_length)
+
     def step_loss(batch: list[tuple[str, str, list[str]]]) -> Any:
         queries = [q for q, _, _ in batch for _ in range(n_docs)]
-        docs = [d for _, positive, negs in batch for d in [positive, *negs]]
+        docs = [read(q, d) for q, positive, negs in batch for d in [positive, *negs]]
         features = tokenizer(
             queries, docs, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
         )
@@ -188,7 +202,7 @@ def train_cross_encoder(
         with torch.inference_mode():
             features = tokenizer(
                 [query] * len(docs),
-                docs,
+                [read(query, d) for d in docs],
                 truncation="only_second",
                 max_length=config.max_length,
                 padding=True,
