@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rerank", "pipeline"),  # the reranking stage and the two-stage pipeline
     ("evaluation",),
     ("training",),
-    ("adapter_common", "langchain", "llamaindex", "distributed"),  # framework adapters, Ray jobs
+    ("adapter_common", "langchain", "llamaindex", "distributed", "serve"),  # adapters, Ray jobs, the HTTP server
     ("cli", "quickstart", "__init__"),  # top: the command, the demo, the package's facade
 ]
 

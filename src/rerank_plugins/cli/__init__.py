@@ -12,9 +12,19 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from rerank_plugins.cli import adapt, distill, evaluate, index, quickstart, search, train_bi, train_cross
+from rerank_plugins.cli import adapt, distill, evaluate, index, quickstart, search, serve, train_bi, train_cross
 
-_SUBCOMMANDS = (quickstart, index, search, train_bi, train_cross, adapt, distill, evaluate)  # the order of --help
+_SUBCOMMANDS = (
+    quickstart,
+    index,
+    search,
+    train_bi,
+    train_cross,
+    adapt,
+    distill,
+    evaluate,
+    serve,
+)  # the order of --help
 _RUN: dict[str, Callable[[argparse.Namespace], None]] = {module.NAME: module.run for module in _SUBCOMMANDS}
 
 

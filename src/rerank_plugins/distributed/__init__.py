@@ -1,4 +1,5 @@
-"""Ray jobs: build sharded indexes on a Ray cluster (or this machine), and query shards held by Ray actors.
+"""Ray jobs: build sharded indexes on a Ray cluster (or this machine), query shards held by Ray actors, and serve
+the HTTP application as a Ray Serve deployment (:mod:`rerank_plugins.distributed.serve`).
 
 The only package that imports Ray, and only inside functions (:func:`require_ray`), so ``import rerank_plugins``
 never needs it. Install it with ``pip install 'rerank-plugins[ray]'``.

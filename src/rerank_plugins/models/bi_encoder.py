@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -148,6 +149,13 @@ class BiEncoderBackend(LazyModelBackend):
         """Embed documents to be searched: shape ``(len(texts), dimension)``, float32."""
         return self._encode(texts, "document", batch_size, normalize, show_progress)
 
+    def encode_texts(
+        self, texts: list[str], *, batch_size: int = 32, normalize: bool = True, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed ``texts`` exactly as given, without the model's query or document prompt (what an embedding server
+        whose caller adds its own prompts must do)."""
+        return self._encode(texts, "text", batch_size, normalize, show_progress)
+
     async def aencode_queries(self, texts: list[str], *, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """:meth:`encode_queries` for async callers: concurrent calls share one pass in a worker thread."""
         return await self._submit(texts, "query", batch_size, normalize)
@@ -155,6 +163,10 @@ class BiEncoderBackend(LazyModelBackend):
     async def aencode_documents(self, texts: list[str], *, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
         """:meth:`encode_documents` for async callers: concurrent calls share one pass in a worker thread."""
         return await self._submit(texts, "document", batch_size, normalize)
+
+    async def aencode_texts(self, texts: list[str], *, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
+        """:meth:`encode_texts` for async callers: concurrent calls share one pass in a worker thread."""
+        return await self._submit(texts, "text", batch_size, normalize)
 
     async def _submit(self, texts: list[str], kind: str, batch_size: int, normalize: bool) -> np.ndarray:
         texts = check_texts(texts)
@@ -266,7 +278,9 @@ class BiEncoderBackend(LazyModelBackend):
                 if self._onnx is not None:
                     vectors = self._onnx_encode(model, todo, kind, batch_size, normalize, self._onnx)
                 else:
-                    encode = model.encode_query if kind == "query" else model.encode_document
+                    encode = {"query": model.encode_query, "document": model.encode_document}.get(kind)
+                    if encode is None:  # "text": no prompt at all, not even a default one
+                        encode = functools.partial(model.encode, prompt="")
                     vectors = encode(
                         todo,
                         batch_size=batch_size,
