@@ -123,3 +123,25 @@ async def test_batches_respect_max_weight():
     batcher = MicroBatcher(lambda items: items, weight=len, max_weight=10, max_wait_s=0.01)
     await asyncio.gather(*(batcher.submit("x" * 4) for _ in range(6)))
     assert max(batcher.batch_sizes) <= 3
+
+
+def test_model_work_runs_on_one_dedicated_thread():
+    """One thread for every batch (asyncio's default pool would spread model calls over many threads, each with its
+    own idle-spinning OpenMP team: 13.7 ms more per request through the server, bench/results/serve-load.md)."""
+    import threading
+
+    from rerank_plugins.batching import MicroBatcher
+
+    names: list[str] = []
+
+    def process(items):
+        names.append(threading.current_thread().name)
+        return items
+
+    batcher = MicroBatcher(process, max_weight=2)
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*(batcher.submit(i) for i in range(6)))
+
+    assert asyncio.run(burst()) == list(range(6)) and asyncio.run(burst()) == list(range(6))
+    assert len(names) >= 6 and len(set(names)) == 1 and names[0].startswith("rerank-plugins-model")

@@ -12,6 +12,7 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -43,6 +44,10 @@ class MicroBatcher(Generic[Item, Result]):
         self.batch_sizes: list[int] = []
         """How many requests each processed batch held (for monitoring and tests); the last 1,000."""
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-plugins-model")
+        """One thread for all model work: passes are serialised by the backend's lock anyway, and torch's OpenMP
+        threads stay with one caller instead of one idle-spinning team per thread of asyncio's default pool
+        (measured: a one-pair request took 13.7 ms more through the server than in-process with the default pool)."""
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -79,7 +84,7 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             self.batch_sizes = (self.batch_sizes + [len(live)])[-1000:]
             try:
-                results = await asyncio.to_thread(self.process, [item for item, _ in live])
+                results = await loop.run_in_executor(self._worker, self.process, [item for item, _ in live])
             except Exception as error:  # noqa: BLE001 - handed to every caller of this batch
                 for _, future in live:
                     if not future.done():
