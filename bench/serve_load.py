@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -26,6 +27,9 @@ import httpx
 from _machine import result_header
 
 from rerank_plugins.data import demo_data_path, load_beir
+
+NEXT_REQUEST = itertools.count()
+"""Every request of the run (warm-ups included) is a different pool entry, so no server cache can answer one."""
 
 
 def requests_from_scifact(count: int, documents: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -50,12 +54,10 @@ async def closed_loop(url: str, route: str, model: str, concurrency: int, second
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
-        async def worker(offset: int) -> None:
+        async def worker() -> None:
             nonlocal errors
-            i = offset
             while time.perf_counter() < deadline:
-                query, documents = pool[i % len(pool)]
-                i += concurrency
+                query, documents = pool[next(NEXT_REQUEST) % len(pool)]
                 start = time.perf_counter()
                 try:
                     response = await client.post(path, json=body(route, query, documents, model))
@@ -68,7 +70,7 @@ async def closed_loop(url: str, route: str, model: str, concurrency: int, second
                     errors += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -83,17 +85,31 @@ async def closed_loop(url: str, route: str, model: str, concurrency: int, second
     }
 
 
-def in_process(model: str, pool, repeats: int) -> dict:
+def overhead(url: str, route: str, model: str, reranker: str, repeats: int = 200) -> dict:
+    """p50 of one short (query, document) request through the server and called in-process, and the difference:
+    what the HTTP layer adds to a request (sequential, so no batching on either side)."""
     from rerank_plugins.models.cross_encoder import CrossEncoderBackend
 
-    backend = CrossEncoderBackend(model, cache_size=0)
-    backend.score(*pool[0])
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        backend.score(*pool[i % len(pool)], scale="sigmoid")
-        times.append(time.perf_counter() - start)
-    return {"in_process_p50_ms": round(1000 * statistics.median(times), 1)}
+    backend = CrossEncoderBackend(reranker, cache_size=0)
+    pairs = [
+        (f"claim number {i} about cancer risk", [f"abstract {i}: patients with increased risk"]) for i in range(repeats)
+    ]
+    path = "/rerank" if route == "/rerank-tei" else route
+    local, remote = [], []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for query, documents in pairs:  # interleaved, so noise hits both alike
+            start = time.perf_counter()
+            backend.score(query, documents, scale="sigmoid")
+            local.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            client.post(path, json=body(route, query + " ", documents, model)).raise_for_status()
+            remote.append(time.perf_counter() - start)
+    local_ms, remote_ms = 1000 * statistics.median(local), 1000 * statistics.median(remote)
+    return {
+        "one_pair_in_process_p50_ms": round(local_ms, 2),
+        "one_pair_server_p50_ms": round(remote_ms, 2),
+        "server_overhead_p50_ms": round(remote_ms - local_ms, 2),
+    }
 
 
 def main() -> None:
@@ -105,11 +121,11 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=20)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--in-process", help="also time this reranker called directly (same documents)")
+    parser.add_argument("--in-process", help="the served reranker: also measure the server's overhead per request")
     parser.add_argument("--out", default="bench/results/serve-load.jsonl")
     args = parser.parse_args()
 
-    pool = requests_from_scifact(200, args.documents)
+    pool = requests_from_scifact(5000, args.documents)  # no (query, document) pair repeats: no cache hits
     rows = []
     for concurrency in map(int, args.concurrency.split(",")):
         asyncio.run(closed_loop(args.url, args.route, args.model, concurrency, 3.0, pool))  # warm up
@@ -117,7 +133,7 @@ def main() -> None:
         rows.append({"server": args.name, "route": args.route, "documents": args.documents, **row})
         print(json.dumps(rows[-1]))
     if args.in_process:
-        rows.append({"server": args.name, **in_process(args.in_process, pool, 50)})
+        rows.append({"server": args.name, **overhead(args.url, args.route, args.model, args.in_process)})
         print(json.dumps(rows[-1]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
