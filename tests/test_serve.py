@@ -380,3 +380,48 @@ def test_llamaindex_embedding_clients(server, service):
     np.testing.assert_allclose(np.asarray(tei_model.get_text_embedding_batch(TEXTS[:2])), expected, atol=ATOL)
     like = openai_like.OpenAILikeEmbedding(model_name="m", api_base=f"{server.url}/v1", api_key="k")
     np.testing.assert_allclose(np.asarray(like.get_text_embedding_batch(TEXTS[:2])), expected, atol=ATOL)
+
+
+# -- command line and Ray Serve ----------------------------------------------------------------------------------
+
+
+def test_cli_serve_needs_something_to_serve(capsys):
+    from rerank_plugins.cli import main
+
+    assert main(["serve"]) == 2
+    assert "at least one of --cross-encoder, --bi-encoder, --index" in capsys.readouterr().err
+
+
+def test_cli_serve_builds_the_service_it_was_asked_for(tiny_cross_path, tiny_bi_path):
+    from rerank_plugins.cli import _parser
+    from rerank_plugins.cli.serve import build_service
+
+    args = _parser().parse_args(
+        ["serve", "--cross-encoder", str(tiny_cross_path), "--bi-encoder", str(tiny_bi_path), "--fusion-weight", "0.3"]
+        + ["--long-documents", "window", "--max-documents", "7", "--top-n", "2"]
+    )
+    service = build_service(args)
+    assert service.reranker.model_name == str(tiny_cross_path) and service.embedder.model_name == str(tiny_bi_path)
+    assert service.first_stage is None and service.limits.max_documents == 7
+    assert (service.options.fusion_weight, service.options.long_documents, service.options.top_n) == (0.3, "window", 2)
+
+
+def reranker_service(model: str) -> Service:
+    """A picklable recipe for a service (Ray ships it to each replica, which builds its own)."""
+    return Service(get_cross_encoder(model))
+
+
+def test_ray_deployment_is_built_or_names_the_extra(tiny_cross_path):
+    import functools
+
+    from rerank_plugins.distributed.serve import ray_deployment
+
+    build = functools.partial(reranker_service, str(tiny_cross_path))
+    try:
+        from ray import serve  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"rerank-plugins\[serve-ray\]"):
+            ray_deployment(build, replicas=2)
+    else:
+        app = ray_deployment(build, replicas=2)
+        assert type(app).__name__ == "Application"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rerank_plugins.models import set_num_threads
 from rerank_plugins.serve.app import ServerSettings, create_app
 from rerank_plugins.serve.service import Service
 
@@ -41,6 +42,7 @@ def ray_deployment(
         ) from None
 
     def build_app() -> Any:
+        set_num_threads(max(1, int(cpus_per_replica)))  # torch would take every core of the node in every replica
         return create_app(build_service(), settings)
 
     options: dict[str, Any] = {
