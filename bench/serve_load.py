@@ -1,4 +1,4 @@
-"""Load on a rerank server over loopback: requests/s, p50, p99 and errors at several concurrencies.
+"""Load on a rerank or embedding server over loopback: requests/s, p50, p99 and errors at several concurrencies.
 
 Runs against any server speaking the Cohere-style ``POST /rerank`` or ``/v1/rerank`` (ours, infinity-emb) or TEI's
 ``POST /rerank``; the server is started separately (same CPU, one at a time). Each request reranks ``--documents``
@@ -28,6 +28,7 @@ from _machine import result_header
 
 from rerank_plugins.data import demo_data_path, load_beir
 
+EMBEDDING_ROUTES = ("/embeddings", "/v1/embeddings")
 NEXT_REQUEST = itertools.count()
 """Every request of the run (warm-ups included) is a different pool entry, so no server cache can answer one."""
 
@@ -43,6 +44,8 @@ def requests_from_scifact(count: int, documents: int, seed: int = 0) -> list[tup
 def body(route: str, query: str, documents: list[str], model: str) -> dict:
     if route == "/rerank-tei":
         return {"query": query, "texts": documents}
+    if route in EMBEDDING_ROUTES:  # OpenAI-style: embed the request's documents
+        return {"model": model, "input": documents}
     return {"model": model, "query": query, "documents": documents}
 
 
@@ -57,7 +60,10 @@ async def closed_loop(url: str, route: str, model: str, concurrency: int, second
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
-                query, documents = pool[next(NEXT_REQUEST) % len(pool)]
+                number = next(NEXT_REQUEST)
+                query, documents = pool[number % len(pool)]
+                if route in EMBEDDING_ROUTES:  # abstracts recur across requests: make each text new to any cache
+                    documents = [f"{text} ({number})" for text in documents]
                 start = time.perf_counter()
                 try:
                     response = await client.post(path, json=body(route, query, documents, model))
@@ -115,7 +121,12 @@ def overhead(url: str, route: str, model: str, reranker: str, repeats: int = 200
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--route", default="/v1/rerank", choices=["/v1/rerank", "/rerank", "/rerank-tei"])
+    parser.add_argument(
+        "--route",
+        default="/v1/rerank",
+        choices=["/v1/rerank", "/rerank", "/rerank-tei", "/embeddings", "/v1/embeddings"],
+        help="a rerank route, or an OpenAI-style embedding route (each request embeds its --documents texts)",
+    )
     parser.add_argument("--name", required=True, help="row label (the server)")
     parser.add_argument("--model", default="rerank", help="model name sent in the body")
     parser.add_argument("--documents", type=int, default=20)
