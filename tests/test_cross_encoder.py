@@ -225,7 +225,10 @@ def test_cache_distinguishes_long_document_policies(tiny_cross_path):
 
 
 def test_query_matched_window_is_the_window_sharing_most_with_the_query(reranker):
-    from rerank_plugins.models.pair_scoring import query_matched_window
+    from rerank_plugins.models.pair_scoring import matched_windows
+
+    def query_matched_window(tokenizer, query, document, max_length):
+        return matched_windows(tokenizer, [query], [document], max_length)[0][0]
 
     tokenizer = reranker.model.tokenizer
     room = 64 - 2 - 3  # [CLS] korea seoul [SEP] ... [SEP]

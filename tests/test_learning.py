@@ -30,6 +30,15 @@ TOPICS = [  # words of the tiny models' vocabulary (conftest.WORDS), grouped by 
     "data model search rank query document retrieval dense sparse vector index".split(),
 ]
 NEGATIVES_PER_QUERY = 7
+TINY_CROSS_RECIPE = {
+    "epochs": 1,
+    "queries_per_batch": 8,
+    "num_negatives": 3,
+    "learning_rate": 2e-3,
+    "head_lr_multiplier": 1.0,
+    "max_length": 64,
+}
+"""What the tiny cross-encoder learns the topic task with in one epoch (250 steps on 2,000 queries)."""
 STOPWORDS = "the a of and to in is for on with that by as are this from be at or it an".split()
 
 
@@ -103,15 +112,7 @@ def test_cross_encoder_learns_the_task(tiny_cross_path, tmp_path, train_set, hel
         train_set[1],
         tmp_path / "ce",
         base_model=str(tiny_cross_path),
-        config=CrossEncoderTrainingConfig(
-            loss=loss,
-            epochs=1,
-            queries_per_batch=8,
-            num_negatives=3,
-            learning_rate=2e-3,
-            head_lr_multiplier=1.0,
-            max_length=64,
-        ),
+        config=CrossEncoderTrainingConfig(loss=loss, **TINY_CROSS_RECIPE),
         show_progress=False,
     )
     after = cross_encoder_mrr(path, *held_out)
@@ -259,15 +260,7 @@ def test_window_training_learns_what_lies_beyond_the_first_window(
         train_negatives,
         tmp_path / "ce",
         base_model=str(tiny_cross_path),
-        config=CrossEncoderTrainingConfig(
-            epochs=1,
-            queries_per_batch=8,
-            num_negatives=3,
-            learning_rate=2e-3,
-            head_lr_multiplier=1.0,
-            max_length=64,
-            long_documents=long_documents,
-        ),
+        config=CrossEncoderTrainingConfig(long_documents=long_documents, **TINY_CROSS_RECIPE),
         show_progress=False,
     )
     assert CrossEncoderBackend(path).trained_long_documents == long_documents

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from rerank_plugins.models._base import RuntimeName
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.pair_scoring import LongDocuments
 from rerank_plugins.models.registry import get_bi_encoder, get_cross_encoder
 from rerank_plugins.rerank import DEFAULT_TOP_N, RerankingStage, RerankOptions
 from rerank_plugins.schema import RETRIEVAL_SCORE
@@ -148,10 +149,11 @@ class RerankFields(BaseModel):
     )
     min_keep: int = Field(default=0, description="Always keep this many of the best, whatever the threshold.")
     scale: Literal["raw", "sigmoid"] = Field(default="raw", description="'raw' logits or 'sigmoid' probabilities.")
-    long_documents: Literal["auto", "truncate", "window"] = Field(
+    long_documents: LongDocuments = Field(
         default="auto",
-        description="Cut a too-long document (flagged), score it in overlapping windows, or 'auto': what the "
-        "reranker was trained for (its training record; truncate without one).",
+        description="Cut a too-long document (flagged), score it in overlapping windows (best kept), read its window "
+        "sharing most words with the query ('matched_window'), or 'auto': what the reranker was trained for (its "
+        "training record; truncate without one).",
     )
     long_queries: Literal["truncate", "error"] = Field(
         default="truncate",

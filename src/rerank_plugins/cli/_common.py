@@ -118,6 +118,16 @@ def saved_line(what: str, path: str | Path, log: Any) -> str:
     return f"{what} saved to {path} ({log.steps} steps, {log.seconds:.0f} s, held-out: {log.evaluations})"
 
 
+def fusion_weight_option(value: str) -> float | str | None:
+    """``--fusion-weight`` as argparse reads it: ``"auto"``, ``None`` for ``"none"``, else a number."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number in [0, 1], 'auto' or 'none', not {value!r}") from None
+
+
 def stored_weight_line(model_path: str | Path) -> str:
     """Says what ``--fusion-weight auto`` will do with this model, so nobody has to open its README to find out."""
     weight = stored_fusion_weight(model_path)

@@ -12,11 +12,13 @@ from rerank_plugins.cli._common import (
     add_first_stage,
     add_tuning,
     corpus_stage,
+    fusion_weight_option,
     load_bi_encoder,
 )
 from rerank_plugins.data import load_dataset
 from rerank_plugins.first_stage import load_first_stage
 from rerank_plugins.fusion import auto_fusion_weight
+from rerank_plugins.models.pair_scoring import LONG_DOCUMENT_POLICIES
 from rerank_plugins.models.registry import get_cross_encoder
 
 NAME = "evaluate"
@@ -36,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--fusion-weight",
         default="auto",
+        type=fusion_weight_option,
         help="also order by a*z(rerank)+(1-a)*z(first stage): a number in [0, 1]; 'auto' for the weight stored "
         "with a reranker trained by rerank-plugins (none stored: the reranker alone); 'none' for the reranker alone "
         "(default: %(default)s)",
@@ -44,9 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--rerank-long-documents",
         default="auto",
-        choices=["auto", "truncate", "window"],
-        help="reranker reads the beginning of a long document, or scores overlapping windows and "
-        "keeps the best; auto: what the reranker was trained for (default: %(default)s)",
+        choices=LONG_DOCUMENT_POLICIES,
+        help="reranker reads the beginning of a long document, scores overlapping windows and keeps the best, or "
+        "reads the window sharing most words with the query; auto: what the reranker was trained for "
+        "(default: %(default)s)",
     )
     parser.add_argument("--output", required=True, help="report .json (a .md and .png are written beside it)")
 
@@ -61,10 +65,6 @@ def run(args: argparse.Namespace) -> None:
     weight = args.fusion_weight
     if weight == "auto":
         weight = auto_fusion_weight(reranker.path, stage.describe()) if reranker else None
-    elif weight == "none":
-        weight = None
-    else:
-        weight = float(weight)
     report = evaluate_two_stage(
         dataset,
         stage,

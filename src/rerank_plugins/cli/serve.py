@@ -7,6 +7,8 @@ import functools
 import os
 from typing import Any
 
+from rerank_plugins.cli._common import fusion_weight_option
+from rerank_plugins.models.pair_scoring import LONG_DOCUMENT_POLICIES
 from rerank_plugins.rerank import DEFAULT_TOP_N
 
 NAME = "serve"
@@ -33,12 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--fusion-weight",
         default="auto",
+        type=fusion_weight_option,
         help="/search: a in [0, 1], 'auto' (the reranker's stored weight) or 'none' (default: %(default)s)",
     )
     parser.add_argument(
         "--long-documents",
         default="auto",
-        choices=["auto", "truncate", "window"],
+        choices=LONG_DOCUMENT_POLICIES,
         help="documents longer than the reranker reads, unless a request asks to truncate (default: %(default)s: "
         "what the reranker was trained for)",
     )
@@ -99,12 +102,7 @@ def build_service(args: argparse.Namespace) -> Any:
     reranker = get_cross_encoder(args.cross_encoder, runtime=args.runtime) if args.cross_encoder else None
     embedder = get_bi_encoder(args.bi_encoder, runtime=args.runtime) if args.bi_encoder else None
     stage = load_first_stage(args.index, embedder) if args.index else None
-    weight = {"auto": "auto", "none": None}.get(args.fusion_weight, args.fusion_weight)
-    options = RerankOptions(
-        top_n=args.top_n,
-        long_documents=args.long_documents,
-        fusion_weight=float(weight) if isinstance(weight, str) and weight != "auto" else weight,
-    )
+    options = RerankOptions(top_n=args.top_n, long_documents=args.long_documents, fusion_weight=args.fusion_weight)
     return Service(
         reranker,
         embedder,

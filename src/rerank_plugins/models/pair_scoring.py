@@ -210,20 +210,13 @@ def fit_query(tokenizer: Any, query: str, budget: int) -> str:
     return " ".join(words)
 
 
-def query_matched_window(
-    tokenizer: Any, query: str, document: str, max_length: int, overlap: int = WINDOW_OVERLAP
-) -> str:
-    """The window of ``document`` (as ``long_documents="window"`` cuts them) sharing the most distinct tokens with
-    ``query``; the whole document when it fits. Training on it teaches the window that holds the evidence, not the
-    first one (on KorQuAD at 192 tokens, 30% of answers start beyond the first window)."""
-    return matched_windows(tokenizer, [query], [document], max_length, overlap)[0][0]
-
-
 def matched_windows(
     tokenizer: Any, queries: list[str], documents: list[str], max_length: int, overlap: int = WINDOW_OVERLAP
 ) -> list[tuple[str, int]]:
-    """Per (query, document) pair: :func:`query_matched_window`'s text and its window index (-1: the whole
-    document fits). Ties go to the earlier window, so a document with no query token reads as truncated."""
+    """Per (query, document) pair: the window of the document (as ``long_documents="window"`` cuts them) sharing the
+    most distinct tokens with the query, and its index (-1: the whole document fits). Ties go to the earlier window,
+    so a document with no query token reads as truncated. Training on it teaches the window that holds the evidence,
+    not the first one (on KorQuAD at 192 tokens, 30% of answers start beyond the first window)."""
     query_ids = tokenizer(queries, add_special_tokens=False)["input_ids"]
     encoded = tokenizer(documents, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     special = tokenizer.num_special_tokens_to_add(pair=True)

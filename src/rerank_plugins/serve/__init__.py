@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rerank_plugins.serve.app import ServerSettings, create_app
 from rerank_plugins.serve.service import Service, ServiceError, ServiceLimits
 
@@ -28,7 +26,7 @@ def serve(
     uvicorn.Server(config).run()
 
 
-__all__: list[Any] = [
+__all__ = [
     "GRACEFUL_SHUTDOWN_S",
     "ServerSettings",
     "Service",

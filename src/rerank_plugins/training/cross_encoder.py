@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from rerank_plugins._validation import check_positive_int
 from rerank_plugins.data import RetrievalDataset
-from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, query_matched_window
+from rerank_plugins.models.pair_scoring import MIN_DOCUMENT_TOKENS, matched_windows
 from rerank_plugins.models.resolve import resolve_model_path
 from rerank_plugins.training._loop import TrainingLog, optimise, set_dropout
 from rerank_plugins.training.heldout import pool_mrr
@@ -52,7 +52,7 @@ class CrossEncoderTrainingConfig:
     parameters, and updating them costs optimiser time for almost nothing a reranker needs."""
     long_documents: Literal["truncate", "matched_window"] = "truncate"
     """``"matched_window"``: every document longer than ``max_length`` (positive or negative) is trained on as its
-    window sharing the most tokens with the query (:func:`~rerank_plugins.models.pair_scoring.query_matched_window`)
+    window sharing the most tokens with the query (:func:`~rerank_plugins.models.pair_scoring.matched_windows`)
     instead of its beginning, and the reranker is recorded to read long documents that way
     (``long_documents="auto"``: one pass per document, as cheap as truncating). Scoring every window and keeping
     the best (``"window"``) would meet windows the training never showed: the negatives' best-scoring ones."""
@@ -180,14 +180,15 @@ def train_cross_encoder(
     n_docs = 1 + config.num_negatives
     pos_weight = torch.tensor([float(config.num_negatives)])
 
-    def read(query: str, document: str) -> str:
+    def read(queries: list[str], documents: list[str]) -> list[str]:
+        """What the reranker is shown of each document (one batched tokenizer call for the matched windows)."""
         if config.long_documents == "truncate":
-            return document
-        return query_matched_window(tokenizer, query, document, config.max_length)
+            return documents
+        return [text for text, _ in matched_windows(tokenizer, queries, documents, config.max_length)]
 
     def step_loss(batch: list[tuple[str, str, list[str]]]) -> Any:
         queries = [q for q, _, _ in batch for _ in range(n_docs)]
-        docs = [read(q, d) for q, positive, negs in batch for d in [positive, *negs]]
+        docs = read(queries, [d for _, positive, negs in batch for d in [positive, *negs]])
         features = tokenizer(
             queries, docs, truncation="only_second", max_length=config.max_length, padding=True, return_tensors="pt"
         )
@@ -202,7 +203,7 @@ def train_cross_encoder(
         with torch.inference_mode():
             features = tokenizer(
                 [query] * len(docs),
-                [read(query, d) for d in docs],
+                read([query] * len(docs), docs),
                 truncation="only_second",
                 max_length=config.max_length,
                 padding=True,
