@@ -6,6 +6,8 @@ import json
 import logging
 import pickle
 import sys
+import threading
+import time
 from pathlib import Path
 
 import bm25s
@@ -387,3 +389,107 @@ def test_korean_analyzer_is_bigrams_and_morphemes_together():
     bigrams = resolve_analyzer("korean-bigram").analyze([text])[0]
     morphemes = resolve_analyzer("korean-morph").analyze([text])[0]
     assert combined == bigrams + morphemes and "서울" in morphemes and "수도" in bigrams
+
+
+# -- incremental updates: the same scores as an index built at once ------------------------------------------
+
+
+def _random_corpus(n: int, seed: int) -> list[str]:
+    """Short texts over a small vocabulary: shared terms, repeated terms and exact ties are common."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(40)]
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(n)]
+
+
+def _ranked(index: LexicalIndex, queries: list[str], k: int = 50) -> list[list[tuple[str, int, float]]]:
+    return [[(h.document.id, h.position, h.score) for h in hits] for hits in index.search_batch(queries, k)]
+
+
+QUERIES = ["w1 w2", "w3 w3 w17", "w0", "w5 w6 w7 w8 w9", "w39 w38", "nothing"]
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_updated_one_at_a_time_scores_exactly_as_one_index_built_at_once(method):
+    texts = _random_corpus(300, seed=1)
+    ids = [f"d{i}" for i in range(len(texts))]
+    updated = LexicalIndex(str.split, method=method)
+    for text, doc_id in zip(texts, ids):
+        updated.add_texts([text], ids=[doc_id])
+    rng = np.random.default_rng(2)
+    gone = [ids[i] for i in rng.choice(len(ids), size=60, replace=False)]
+    for doc_id in gone[:40]:
+        updated.delete([doc_id])
+    updated.delete(gone[40:])
+    updated.add_texts(texts[:10], ids=[f"again{i}" for i in range(10)])
+    assert len(updated._state.postings.segments) > 1  # the point: more than one segment, dead slots inside
+
+    kept = [(t, i) for t, i in zip(texts, ids) if i not in set(gone)] + [
+        (t, f"again{n}") for n, t in enumerate(texts[:10])
+    ]
+    rebuilt = LexicalIndex.from_texts([t for t, _ in kept], ids=[i for _, i in kept], analyzer=str.split, method=method)
+    assert updated.documents == rebuilt.documents
+    assert _ranked(updated, QUERIES) == _ranked(rebuilt, QUERIES)  # ids, positions and scores, bit for bit
+
+
+def test_single_document_adds_keep_few_segments_and_compaction_drops_the_dead():
+    index = LexicalIndex(str.split)
+    for i, text in enumerate(_random_corpus(1000, seed=3)):
+        index.add_texts([text], ids=[str(i)])
+    postings = index._state.postings
+    assert len(postings.segments) <= 10  # a binary counter of sizes: log2(1000) segments at most
+    assert sum(s.size for s in postings.segments) == sum(len(set(t)) for t in index._state.tokens)
+    index.delete([str(i) for i in range(600)])  # more dead slots than live ones: compacted
+    postings = index._state.postings
+    assert len(postings.lengths) == len(index) == 400 and postings.alive.all()
+    assert list(postings.positions) == list(range(400))
+    rebuilt = LexicalIndex.from_texts(
+        [d.text for d in index.documents], ids=[d.id for d in index.documents], analyzer=str.split
+    )
+    assert _ranked(index, QUERIES) == _ranked(rebuilt, QUERIES)
+
+
+def test_shards_with_the_corpus_statistics_score_as_one_index():
+    texts = _random_corpus(200, seed=4)
+    whole = LexicalIndex.from_texts(texts, analyzer=str.split)
+    cuts = [0, 37, 120, 200]
+    shards = [LexicalIndex.from_texts(texts[a:b], analyzer=str.split) for a, b in zip(cuts, cuts[1:])]
+    token_lists = [q.split() for q in QUERIES]
+    statistics = [s.term_statistics(token_lists) for s in shards]
+    corpus = statistics[0] + statistics[1] + statistics[2]
+    assert corpus == whole.term_statistics(token_lists)
+    for query, expected in zip(token_lists, whole.search_tokens(token_lists, 300)):
+        merged = [
+            (h.score, offset + h.position)
+            for shard, offset in zip(shards, cuts)
+            for h in shard.search_tokens([query], 300, corpus)[0]
+        ]
+        assert sorted(merged, key=lambda m: (-m[0], m[1])) == [(h.score, h.position) for h in expected]
+    # with its own statistics a shard scores differently: the test can tell the statistics apart
+    own, given = (shards[1].search_tokens(token_lists, 300, stats) for stats in (None, corpus))
+    assert [[h.score for h in hits] for hits in own] != [[h.score for h in hits] for hits in given]
+
+
+def test_searches_do_not_wait_for_an_add_being_analysed():
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_analyzer(text: str) -> list[str]:
+        if text.startswith("slow"):
+            entered.set()
+            assert release.wait(10)
+        return text.split()
+
+    index = LexicalIndex.from_texts(["alpha beta", "beta gamma"], analyzer=slow_analyzer)
+    adder = threading.Thread(target=index.add_texts, args=(["slow alpha"],))
+    adder.start()
+    try:
+        assert entered.wait(10)
+        started = time.perf_counter()
+        hits = index.search("alpha", k=5)  # the add is stuck in its analysis, holding the write lock
+        assert time.perf_counter() - started < 1.0
+        assert [h.document.text for h in hits] == ["alpha beta"]
+    finally:
+        release.set()
+        adder.join(10)
+    assert [h.document.text for h in index.search("alpha", k=5)][0] in {"alpha beta", "slow alpha"}
+    assert len(index.search("alpha", k=5)) == 2

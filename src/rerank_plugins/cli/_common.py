@@ -47,7 +47,7 @@ def add_first_stage(parser: argparse.ArgumentParser, what: str = "first stage", 
         default=default,
         choices=FIRST_STAGES,
         help=f"{what}: dense (FAISS), lexical (BM25) or hybrid (both fused) (default: "
-        + ("%(default)s)" if default else "hybrid; dense for a sharded build, the only kind that shards yet)"),
+        + ("%(default)s)" if default else "hybrid; dense for a sharded build)"),
     )
     parser.add_argument(
         "--analyzer",

@@ -11,6 +11,7 @@ from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.first_stage.lexical import LexicalIndex
 from rerank_plugins.first_stage.persistence import IndexLoadError
 from rerank_plugins.first_stage.sharded import ShardedIndex
+from rerank_plugins.first_stage.sharded_lexical import ShardedLexicalIndex
 
 __all__ = [
     "FIRST_STAGES",
@@ -21,6 +22,7 @@ __all__ = [
     "IndexLoadError",
     "LexicalIndex",
     "ShardedIndex",
+    "ShardedLexicalIndex",
     "build_first_stage",
     "load_first_stage",
 ]

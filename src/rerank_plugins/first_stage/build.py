@@ -61,7 +61,7 @@ def build_first_stage(
 def load_first_stage(
     path: str | os.PathLike[str], embedder: BiEncoderBackend | None = None, *, analyzer: Any = None
 ) -> FirstStage:
-    """Load any saved first stage (dense, lexical, hybrid or sharded); its manifest says which kind it is."""
+    """Load any saved first stage (dense, lexical, hybrid, or sharded dense or lexical); its manifest says which."""
     from rerank_plugins.first_stage.dense import FORMAT_NAME as DENSE
 
     directory = Path(path)
@@ -74,6 +74,10 @@ def load_first_stage(
         from rerank_plugins.first_stage.lexical import LexicalIndex
 
         return LexicalIndex.load(directory, analyzer=analyzer)
+    if kind == "rerank-plugins-sharded-bm25":
+        from rerank_plugins.first_stage.sharded_lexical import ShardedLexicalIndex
+
+        return ShardedLexicalIndex.load(directory, analyzer)
     if embedder is None:
         raise IndexLoadError(f"{directory}: loading a {kind or 'dense'} index needs its embedding model")
     if kind == "rerank-plugins-sharded" or (kind is None and (directory / "build.json").is_file()):

@@ -1,7 +1,8 @@
-"""The lexical first stage: BM25 (bm25s) over tokens from a language-aware analyzer.
+"""The lexical first stage: BM25 over tokens from a language-aware analyzer.
 
-Each document is analysed once, when it is added; its tokens are kept, so adding, deleting and loading
-rebuild bm25s's sparse score matrix from them (fast) instead of analysing the corpus again.
+Each document is analysed once, when it is added, and its tokens are kept: adds and deletes update the postings
+in proportion to the change (see :mod:`rerank_plugins.first_stage.bm25`), and loading indexes the stored tokens
+instead of analysing the corpus again.
 
 Saved as a directory (see :mod:`rerank_plugins.first_stage.persistence`): ``documents.jsonl``,
 ``tokens.jsonl`` (one JSON list of tokens per document, in the same order) and ``manifest.json`` (format
@@ -15,14 +16,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rerank_plugins._validation import check_number, check_texts
-from rerank_plugins.first_stage.analyzers import Analyzer, require_optional, resolve_analyzer
+from rerank_plugins.first_stage.analyzers import Analyzer, resolve_analyzer
 from rerank_plugins.first_stage.base import DocumentStore, check_new_ids, check_search_args
+from rerank_plugins.first_stage.bm25 import METHODS, CorpusStatistics, Postings
 from rerank_plugins.first_stage.persistence import (
     DOCUMENTS_FILE,
     IndexLoadError,
@@ -39,12 +43,32 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "rerank-plugins-bm25"
 FORMAT_VERSION = 1
 TOKENS_FILE = "tokens.jsonl"
-METHODS: tuple[str, ...] = ("lucene", "robertson", "atire")
-"""bm25s's variants that score a document without any query term 0 (its BM25L and BM25+ do not)."""
 PROBE_DOCUMENTS = 3
 """On load, this many stored documents are analysed again to check the analyzer still gives their tokens."""
 
 AnalyzerSpec = str | Analyzer | Callable[[str], Sequence[str]]
+
+
+@dataclass(frozen=True, eq=False)
+class _State:
+    """One version of the index; updates build a new one and swap it in, so a search reads one version.
+
+    ``by_slot`` and ``tokens`` hold every document added since the last compaction, deleted ones too, in slot order;
+    versions share these lists and an update only appends past the slots its version knows.
+    """
+
+    by_slot: list[Document] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+    postings: Postings = field(default_factory=Postings)
+
+    @cached_property
+    def documents(self) -> list[Document]:
+        """The live documents in position order."""
+        return [d for d, alive in zip(self.by_slot, self.postings.alive) if alive]
+
+    @cached_property
+    def live_tokens(self) -> list[list[str]]:
+        return [t for t, alive in zip(self.tokens, self.postings.alive) if alive]
 
 
 class LexicalIndex(DocumentStore):
@@ -68,14 +92,29 @@ class LexicalIndex(DocumentStore):
             None if isinstance(analyzer, str) and analyzer == "auto" else resolve_analyzer(analyzer)
         )
         """None until the first documents are added when ``analyzer="auto"``."""
-        self.documents: list[Document] = []
-        self._tokens: list[list[str]] = []
-        self._ids: set[str] = set()
-        self._bm25: Any = None
-        """bm25s.BM25 over :attr:`_tokens`; None while no document has a token."""
+        self._state = _State()
+        self._slot_of: dict[str, int] = {}
+        """Id -> slot of every live document (the latest version's)."""
         self.last_add_without_tokens = 0
         """How many documents of the last add had no tokens (stored, but no query can find them)."""
-        self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
+        """Serialises adds and deletes; searches never take it (they read :attr:`_state` once)."""
+
+    @property
+    def documents(self) -> list[Document]:  # type: ignore[override]
+        """The documents in position order (hit positions index this list); do not change it in place."""
+        return self._state.documents
+
+    @property
+    def _ids(self) -> dict[str, int]:
+        return self._slot_of
+
+    def __len__(self) -> int:
+        return self._state.postings.documents
+
+    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        by_slot, slot_of = self._state.by_slot, self._slot_of
+        return [by_slot[slot_of[i]] for i in ids if i in slot_of]
 
     @classmethod
     def from_texts(
@@ -102,12 +141,12 @@ class LexicalIndex(DocumentStore):
             if not isinstance(document, Document):
                 raise TypeError(f"documents[{i}] must be a Document, got {type(document).__name__}")
         texts = check_texts([d.text for d in documents], "documents")
-        with self._lock:
+        with self._write_lock:
             check_new_ids(documents, self._ids)
             if not documents:
                 return []
             analyzer = self.analyzer or resolve_analyzer("auto", texts)
-            tokens = analyzer.analyze(texts)
+            tokens = analyzer.analyze(texts)  # searches go on meanwhile: they never take the write lock
             without = sum(not t for t in tokens)
             if without:
                 logger.warning(
@@ -116,40 +155,36 @@ class LexicalIndex(DocumentStore):
                     len(documents),
                     analyzer.name,
                 )
-            all_tokens = self._tokens + tokens
-            bm25 = self._build_bm25(all_tokens)
+            state = self._state
+            first = len(state.postings.lengths)
+            del state.by_slot[first:], state.tokens[first:]  # anything a failed add left behind
+            state.by_slot.extend(documents)
+            state.tokens.extend(tokens)
+            self._state = _State(state.by_slot, state.tokens, state.postings.add(tokens))
+            self._slot_of.update((d.id, slot) for slot, d in enumerate(documents, first))
             self.analyzer = analyzer
-            self.documents = self.documents + documents
-            self._tokens = all_tokens
-            self._ids = self._ids | {d.id for d in documents}
-            self._bm25 = bm25
             self.last_add_without_tokens = without
         return [d.id for d in documents]
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the documents with these ids; returns how many were removed."""
         wanted = set(check_texts(ids, "ids"))
-        with self._lock:
-            keep = [d.id not in wanted for d in self.documents]
-            removed = len(keep) - sum(keep)
-            if removed:
-                tokens = [t for t, kept in zip(self._tokens, keep) if kept]
-                self._bm25 = self._build_bm25(tokens)
-                self._tokens = tokens
-                self.documents = [d for d, kept in zip(self.documents, keep) if kept]
-                self._ids = {d.id for d in self.documents}
-            return removed
-
-    def _build_bm25(self, tokens: list[list[str]]) -> Any:
-        """bm25s's score matrix for these token lists (None when there is no token at all)."""
-        bm25s = require_optional("bm25s", "bm25s")
-        vocab: dict[str, int] = {}
-        token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
-        if not vocab:
-            return None
-        bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        bm25.index((token_ids, vocab), create_empty_token=False, show_progress=False)
-        return bm25
+        with self._write_lock:
+            state = self._state
+            slots = [self._slot_of[i] for i in wanted if i in self._slot_of]
+            if not slots:
+                return 0
+            postings = state.postings.delete(slots, [state.tokens[s] for s in slots])
+            if postings.wasteful:
+                live = np.flatnonzero(postings.alive)
+                by_slot = [state.by_slot[s] for s in live]
+                self._state = _State(by_slot, [state.tokens[s] for s in live], postings.compacted())
+                self._slot_of = {d.id: slot for slot, d in enumerate(by_slot)}
+            else:
+                self._state = _State(state.by_slot, state.tokens, postings)
+                for doc_id in wanted:
+                    self._slot_of.pop(doc_id, None)
+            return len(slots)
 
     # -- searching -------------------------------------------------------------------------------------
 
@@ -160,44 +195,62 @@ class LexicalIndex(DocumentStore):
         that analyses to no tokens (only stopwords or punctuation) gets none, with a warning.
         """
         queries = check_search_args(queries, k)
-        with self._lock:  # a consistent snapshot: add and delete replace these objects, never change them
-            analyzer, bm25, documents = self.analyzer, self._bm25, self.documents
-        if bm25 is None:
+        state, analyzer = self._state, self.analyzer  # one version for the whole search
+        if not state.postings.documents or analyzer is None:
             return [[] for _ in queries]
-        results: list[list[SearchHit]] = []
-        empty = 0
-        for tokens in analyzer.analyze(queries):
-            empty += not tokens
-            token_ids = bm25.get_tokens_ids(tokens)
-            results.append(_top_k(bm25.get_scores_from_ids(token_ids), k, documents) if token_ids else [])
+        token_lists = analyzer.analyze(queries)
+        self._warn_without_tokens(token_lists)
+        return self.search_tokens(token_lists, k, state=state)
+
+    def term_statistics(self, token_lists: Sequence[Sequence[str]]) -> CorpusStatistics:
+        """This index's BM25 statistics for the terms of these analysed queries (shards add theirs up)."""
+        return self._state.postings.statistics(t for tokens in token_lists for t in tokens)
+
+    def search_tokens(
+        self,
+        token_lists: Sequence[Sequence[str]],
+        k: int,
+        statistics: CorpusStatistics | None = None,
+        *,
+        state: _State | None = None,
+    ) -> list[list[SearchHit]]:
+        """:meth:`search_batch` for queries already analysed; ``statistics`` (default: this index's own) are
+        the corpus's, so that a shard scores its documents as one index over the whole corpus would."""
+        state = state or self._state
+        results = []
+        for tokens in token_lists:
+            scores = state.postings.scores(tokens, self.k1, self.b, self.method, statistics)
+            results.append(_top_k(scores, state.postings.positions, k, state.by_slot))
+        return results
+
+    def _warn_without_tokens(self, token_lists: Sequence[Sequence[str]]) -> None:
+        empty = sum(not tokens for tokens in token_lists)
         if empty:
             logger.warning(
                 "%d of %d queries have no tokens for the %r analyzer (only stopwords or punctuation?); "
                 "they match nothing",
                 empty,
-                len(queries),
-                analyzer.name,
+                len(token_lists),
+                self.analyzer.name,
             )
-        return results
 
     # -- persistence -----------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index to directory ``path`` atomically (a complete new index or the old one, never half)."""
-        with self._lock:
-            if not self.documents:
-                raise ValueError("cannot save an empty index; add documents first")
-            documents, tokens = self.documents, self._tokens
-            manifest = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "count": len(documents),
-                "analyzer": self.analyzer.config(),
-                "k1": self.k1,
-                "b": self.b,
-                "method": self.method,
-                "bm25s_version": require_optional("bm25s", "bm25s").__version__,
-            }
+        state = self._state
+        if not state.postings.documents:
+            raise ValueError("cannot save an empty index; add documents first")
+        documents, tokens = state.documents, state.live_tokens
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "count": len(documents),
+            "analyzer": self.analyzer.config(),
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+        }
 
         def write_files(staging: Path) -> None:
             write_documents(staging / DOCUMENTS_FILE, documents)
@@ -240,21 +293,25 @@ class LexicalIndex(DocumentStore):
                 f"{len(documents)}, token lines {len(tokens)})"
             )
         _check_reproduces(directory, chosen, documents[:PROBE_DOCUMENTS], tokens[:PROBE_DOCUMENTS])
-        index._bm25 = index._build_bm25(tokens)
-        index.documents, index._tokens, index._ids = documents, tokens, {d.id for d in documents}
+        index._state = _State(documents, tokens, Postings().add(tokens))
+        index._slot_of = {d.id: slot for slot, d in enumerate(documents)}
         return index
 
 
-def _top_k(scores: np.ndarray, k: int, documents: list[Document]) -> list[SearchHit]:
+def _top_k(scores: np.ndarray, slot_positions: np.ndarray, k: int, by_slot: list[Document]) -> list[SearchHit]:
     """The ``k`` best positive scores, best first, ties by position (exact at the cut-off too)."""
-    positions = np.flatnonzero(scores > 0)
-    values = scores[positions]
-    if len(positions) > k:
+    slots = np.flatnonzero(scores > 0)
+    values = scores[slots]
+    if len(slots) > k:
         kth = np.partition(values, len(values) - k)[len(values) - k]
         keep = values >= kth  # every tie of the k-th score, so the position order decides among them
-        positions, values = positions[keep], values[keep]
+        slots, values = slots[keep], values[keep]
+    positions = slot_positions[slots]
     order = np.lexsort((positions, -values))[:k]
-    return [SearchHit(documents[p], int(p), float(s)) for p, s in zip(positions[order], values[order])]
+    return [
+        SearchHit(by_slot[slot], int(position), float(score))
+        for slot, position, score in zip(slots[order], positions[order], values[order])
+    ]
 
 
 def _load_analyzer(directory: Path, stored: dict[str, Any], requested: AnalyzerSpec | None) -> Analyzer:
