@@ -25,15 +25,29 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 CHILD = """
 import sys
 from rerank_plugins import get_bi_encoder
-from rerank_plugins.first_stage import FaissIndex, HybridIndex, LexicalIndex
+from rerank_plugins.first_stage import FaissIndex, HybridIndex, LexicalIndex, ShardedLexicalIndex
+from rerank_plugins.langchain import BiEncoderEmbeddings, FaissVectorStore
 
 kind, model, path = sys.argv[1:4]
 texts = [f"document {i} about topic {i % 7} and word{i}" for i in range(21)]
 embedder = get_bi_encoder(model)
+
+
+def vector_store(t):  # HNSW with a deleted vector: the save drops it
+    store = FaissVectorStore.from_texts(["gone", *t], BiEncoderEmbeddings(model=model), index_type="hnsw")
+    store.delete([store.index.documents[0].id])
+    return store
+
+
 builders = {
     "dense": lambda t: FaissIndex.from_texts(t, embedder),
     "lexical": lambda t: LexicalIndex.from_texts(t, analyzer="english"),
     "hybrid": lambda t: HybridIndex.from_texts(t, embedder, analyzer="english"),
+    "sharded-lexical": lambda t: ShardedLexicalIndex(
+        [LexicalIndex.from_texts(t[:7], analyzer="english", ids=[str(i) for i in range(7)]),
+         LexicalIndex.from_texts(t[7:], analyzer="english", ids=[str(i) for i in range(7, len(t))])]
+    ),
+    "vector-store": vector_store,
 }
 versions = [builders[kind](texts[:20]), builders[kind](texts)]
 versions[0].save(path)
@@ -44,7 +58,7 @@ while True:
 """
 
 
-@pytest.mark.parametrize("kind", ["dense", "lexical", "hybrid"])
+@pytest.mark.parametrize("kind", ["dense", "lexical", "hybrid", "sharded-lexical", "vector-store"])
 def test_a_save_killed_at_any_moment_leaves_a_complete_index(kind, tmp_path, tiny_bi_path):
     pytest.importorskip("bm25s")
     path = tmp_path / "idx"

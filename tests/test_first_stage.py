@@ -57,6 +57,31 @@ def test_dense_delete_and_upsert_match_a_rebuilt_index(tiny_bi_path, tmp_path, i
     ]
 
 
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_dense_deletes_one_at_a_time_rebuild_only_when_dead_vectors_outnumber_live_ones(
+    tiny_bi_path, index_type, monkeypatch
+):
+    embedder = get_bi_encoder(tiny_bi_path)
+    words = " ".join(TEXTS).split()
+    documents = [Document(" ".join(words[i % len(words) :][:3] + words[: i % 5]), f"d{i}", {"n": i}) for i in range(40)]
+    index = FaissIndex(embedder, index_type=index_type, ivf_nlist=1)
+    index.add_documents(documents)
+    rebuilds = []
+    rebuild = index._rebuild
+    monkeypatch.setattr(index, "_rebuild", lambda: (rebuilds.append(len(index)), rebuild()))
+    for i in range(30):
+        index.delete([f"d{i}"])
+        found = [h.document.id for h in index.search("heart blood city", k=len(index))]
+        assert found == _brute_force(index, "heart blood city")
+        even = index.search_vectors(embedder.encode_queries(["cells protein"]), 5, where=lambda d: d.metadata["n"] % 2)
+        assert [h.document.id for h in even[0]] == [i for i in _brute_force(index, "cells protein") if int(i[1:]) % 2][
+            :5
+        ]
+    # flat removes vectors in place; HNSW and IVF mark them and rebuild once deleted ones outnumber live ones (at 21)
+    assert rebuilds == ([] if index_type == "flat" else [19])
+    assert index._faiss.ntotal == (10 if index_type == "flat" else 19)
+
+
 def test_dense_delete_in_split_mode_equals_an_index_built_without_those_documents(tiny_bi_path, tmp_path):
     embedder = get_bi_encoder(tiny_bi_path)
     long = [Document(" ".join(f"gene{i}" for i in range(40)) + f" seoul korea {w}", f"long{w}") for w in TEXTS[:3]]

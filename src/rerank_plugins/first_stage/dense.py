@@ -61,8 +61,10 @@ class VectorIndex:
     ``"ivf"`` (inverted lists, approximate; trained on the first batch added). With the approximate types a
     very selective ``where`` filter can find fewer than ``k`` documents.
 
-    Deleting rebuilds the FAISS structure from the stored vectors (nothing is re-embedded); an HNSW graph is
-    rebuilt whole, so on large HNSW indexes delete in batches. All methods are thread-safe.
+    Deleting never re-embeds: a flat index removes the vectors in place (FAISS ``remove_ids``); HNSW and IVF mark
+    them deleted and searches skip them, until deleted vectors outnumber live ones and the structure is rebuilt from
+    the live vectors (IVF keeps its trained centroids), so a delete costs O(1) amortised FAISS work. All methods
+    are thread-safe.
     """
 
     def __init__(
@@ -87,7 +89,9 @@ class VectorIndex:
         self._ids: set[str] = set()
         self._faiss: Any = None
         self._owner = np.zeros(0, dtype=np.int64)
-        """Per vector, the position of its document in :attr:`documents` (one vector each unless split)."""
+        """Per vector (FAISS row), the position of its document in :attr:`documents` (one vector each unless split);
+        -1 for a vector marked deleted."""
+        self._dead_rows = 0
         self._lock = threading.RLock()
 
     @property
@@ -162,21 +166,38 @@ class VectorIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the documents with these ids (their vectors too); returns how many were removed."""
+        import faiss
+
         wanted = set(check_texts(ids, "ids"))
         with self._lock:
-            removed = np.array([d.id in wanted for d in self.documents], dtype=bool)
-            if not removed.any():
+            if wanted.isdisjoint(self._ids):
                 return 0
-            keep_rows = ~removed[self._owner]
-            vectors = self._vectors()[keep_rows]
+            removed = np.array([d.id in wanted for d in self.documents], dtype=bool)
+            live = self._owner >= 0
+            gone_rows = live.copy()
+            gone_rows[live] = removed[self._owner[live]]
             new_position = np.cumsum(~removed) - 1
-            self._owner = new_position[self._owner[keep_rows]]
             self.documents = [d for d, gone in zip(self.documents, removed) if not gone]
-            self._ids = {d.id for d in self.documents}
-            self._faiss = self._empty_like() if len(vectors) else None
-            if len(vectors):
-                self._faiss.add(np.ascontiguousarray(vectors))
+            self._ids.difference_update(wanted)
+            if not self.documents:
+                self._faiss, self._owner, self._dead_rows = None, np.zeros(0, dtype=np.int64), 0
+            elif self.index_type == "flat":  # removed in place; the rows after them move up, in order
+                self._faiss.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(gone_rows).astype(np.int64)))
+                self._owner = new_position[self._owner[~gone_rows]]
+            else:  # marked deleted: searches skip them until there are more of them than live vectors
+                self._owner = np.where(live & ~gone_rows, new_position[np.maximum(self._owner, 0)], -1)
+                self._dead_rows += int(gone_rows.sum())
+                if self._dead_rows > self._faiss.ntotal - self._dead_rows:
+                    self._rebuild()
             return int(removed.sum())
+
+    def _rebuild(self) -> None:
+        """The FAISS structure again from the live vectors only (vectors marked deleted are dropped)."""
+        live = self._owner >= 0
+        vectors = self._vectors()[live]
+        self._faiss = self._empty_like()
+        self._faiss.add(np.ascontiguousarray(vectors))
+        self._owner, self._dead_rows = self._owner[live], 0
 
     def _vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The stored (normalised) vectors in ``rows`` (all by default)."""
@@ -259,10 +280,14 @@ class VectorIndex:
             queries = self._checked_matrix(vectors, "query vectors")
             if self._faiss is None:
                 return [[] for _ in queries]
-            documents, rows, selector = len(self), self._faiss.ntotal, None
-            if where is not None:
-                accepted = np.fromiter((bool(where(d)) for d in self.documents), dtype=bool, count=len(self))
-                allowed_rows = np.flatnonzero(accepted[self._owner])
+            documents, rows, selector = len(self), self._faiss.ntotal - self._dead_rows, None
+            if where is not None or self._dead_rows:
+                accepted = (
+                    np.ones(len(self), dtype=bool)
+                    if where is None
+                    else np.fromiter((bool(where(d)) for d in self.documents), dtype=bool, count=len(self))
+                )
+                allowed_rows = np.flatnonzero((self._owner >= 0) & accepted[np.maximum(self._owner, 0)])
                 documents, rows = int(accepted.sum()), len(allowed_rows)
                 if not documents:
                     return [[] for _ in queries]
@@ -318,7 +343,7 @@ class VectorIndex:
         """
         probe = None if probe_vector is None else unit_vector(probe_vector).tolist()
         with self._lock:
-            split = self._faiss is not None and self._faiss.ntotal != len(self.documents)
+            split = self._faiss is not None and self._faiss.ntotal - self._dead_rows != len(self.documents)
             settings = {"long_documents": "split" if split else "truncate"}
             return self._write(path, embedding_model, probe, settings, with_passages=split)
 
@@ -336,6 +361,8 @@ class VectorIndex:
         with self._lock:
             if self._faiss is None:
                 raise ValueError("cannot save an empty index; add documents first")
+            if self._dead_rows:  # the saved structure holds live vectors only
+                self._rebuild()
             manifest = {
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
