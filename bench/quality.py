@@ -37,8 +37,13 @@ from rerank_plugins.first_stage import FaissIndex
 from rerank_plugins.first_stage.hybrid import HybridIndex
 from rerank_plugins.models.bi_encoder import BiEncoderBackend
 from rerank_plugins.models.cross_encoder import CrossEncoderBackend
+from rerank_plugins.models.pair_scoring import LONG_DOCUMENT_POLICIES
 from rerank_plugins.training.bi_encoder import BiEncoderTrainingConfig, train_bi_encoder
-from rerank_plugins.training.cross_encoder import CrossEncoderTrainingConfig, train_cross_encoder
+from rerank_plugins.training.cross_encoder import (
+    TRAINABLE_LONG_DOCUMENTS,
+    CrossEncoderTrainingConfig,
+    train_cross_encoder,
+)
 from rerank_plugins.training.mining import corpus_first_stage, mine_hard_negatives
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,6 +70,12 @@ def main() -> None:
     parser.add_argument("--bi-max-length", type=int, default=256)
     parser.add_argument("--bi-learning-rate", type=float, default=2e-5)
     parser.add_argument("--bi-hard-negatives", type=int, default=1, help="mined hard negatives per query in a batch")
+    parser.add_argument(
+        "--bi-scale", type=float, default=20.0, help="MultipleNegativesRankingLoss scale (1/temperature)"
+    )
+    parser.add_argument(
+        "--bi-max-train-queries", type=int, help="fine-tune the bi-encoder on this seeded part of the training queries"
+    )
     parser.add_argument("--index-max-length", type=int, help="tokens the dense first stages embed (default: model's)")
     parser.add_argument("--cross-epochs", type=int, default=1)
     parser.add_argument("--cross-max-length", type=int, default=128)
@@ -74,6 +85,12 @@ def main() -> None:
     parser.add_argument("--cross-queries-per-batch", type=int, default=4)
     parser.add_argument("--cross-layers", type=int, help="keep the backbone's first N layers")
     parser.add_argument("--cross-budget", type=float, help="seconds of reranker training (default: all epochs)")
+    parser.add_argument(
+        "--cross-long-documents",
+        default="truncate",
+        choices=TRAINABLE_LONG_DOCUMENTS,
+        help="which part of a long document the reranker trains on",
+    )
     parser.add_argument("--freeze-embeddings", action="store_true", help="train neither model's token embeddings")
     parser.add_argument("--dropout", type=float, help="dropout of both models while training (default: the model's)")
     parser.add_argument(
@@ -119,9 +136,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--long-documents",
-        default="truncate",
-        choices=["truncate", "window"],
-        help="how the reranker reads documents longer than its max length",
+        default="auto",
+        choices=LONG_DOCUMENT_POLICIES,
+        help="how the reranker reads documents longer than its max length (auto: as it was trained)",
     )
     parser.add_argument(
         "--index-long-documents",
@@ -178,13 +195,18 @@ def main() -> None:
     negatives = mine_hard_negatives(train_all, base_index, num_negatives=30, depth=30, strategy=args.negatives)
     held_negatives = {q: negatives[q][: args.cross_negatives] for q in held_out.queries}
 
+    bi_train = train
+    if args.bi_max_train_queries:
+        bi_train = train.subset(
+            random.Random(0).sample(sorted(train.queries), min(args.bi_max_train_queries, len(train.queries)))
+        )
     bi_dir = work / "bi-encoder"
     if not (args.reuse and (bi_dir / "modules.json").exists()):
         timed(
             "train bi-encoder",
             timings,
             train_bi_encoder,
-            train,
+            bi_train,
             bi_dir,
             base_model=args.base,
             config=BiEncoderTrainingConfig(
@@ -193,6 +215,7 @@ def main() -> None:
                 max_length=args.bi_max_length,
                 learning_rate=args.bi_learning_rate,
                 hard_negatives_per_query=args.bi_hard_negatives,
+                scale=args.bi_scale,
                 freeze_embeddings=args.freeze_embeddings,
                 dropout=args.dropout,
             ),
@@ -230,7 +253,7 @@ def main() -> None:
     mined = "" if args.mine_with == "packaged" else f"-mined-{args.mine_with}"
     cross_dir = (
         work / f"cross-encoder-{args.negatives}-{args.cross_loss}-{args.cross_backbone}-{args.cross_epochs}ep"
-        f"-{args.cross_max_length}-resampled{mined}"
+        f"-{args.cross_max_length}-{args.cross_long_documents}-resampled{mined}"
     )
     backbone = str(bi_dir) if args.cross_backbone == "fine-tuned" else args.base
     if args.cross_encoder:
@@ -255,6 +278,7 @@ def main() -> None:
                 freeze_embeddings=args.freeze_embeddings,
                 dropout=args.dropout,
                 time_budget_s=args.cross_budget,
+                long_documents=args.cross_long_documents,
             ),
             eval_data=held_out,
             eval_negatives=cross_held_negatives,

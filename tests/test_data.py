@@ -150,3 +150,27 @@ def test_dataset_split_is_disjoint_and_validates():
     assert len(held.queries) == 5 and not set(train.queries) & set(held.queries)
     with pytest.raises(DataError, match="without any relevant document"):
         RetrievalDataset({"d": "text"}, {"q": "query"}, {"q": {"d": 0}})
+
+
+def test_held_out_queries_share_no_relevant_document_with_training_queries():
+    """Six questions per paragraph, as in KorQuAD; d0 and d1 are linked through q-link, so they go together."""
+    corpus = {f"d{i}": f"paragraph {i}" for i in range(30)}
+    queries = {f"q{d}-{j}": f"question {j} on {d}" for d in range(30) for j in range(6)}
+    qrels = {q: {f"d{q[1:].split('-')[0]}": 1} for q in queries}
+    queries["q-link"], qrels["q-link"] = "two paragraphs", {"d0": 1, "d1": 1}
+    data = RetrievalDataset(corpus, queries, qrels)
+    for seed in range(5):
+        train, held = data.split(0.2, seed=seed)
+        assert set(train.queries) | set(held.queries) == set(queries)
+        assert 0.15 <= len(held.queries) / len(queries) <= 0.25
+        documents = {
+            side: {d for q in part.queries for d in part.positives(q)} for side, part in (("t", train), ("h", held))
+        }
+        assert not documents["t"] & documents["h"]
+        assert {"q0-0", "q1-0", "q-link"} <= set(train.queries) or {"q0-0", "q1-0", "q-link"} <= set(held.queries)
+    assert data.split(0.2, seed=3)[1].queries == data.split(0.2, seed=3)[1].queries  # seeded
+    one_paragraph = RetrievalDataset(
+        {"d": "text"}, {f"q{i}": "query" for i in range(5)}, {f"q{i}": {"d": 1} for i in range(5)}
+    )
+    with pytest.raises(ValueError, match="without sharing relevant documents"):
+        one_paragraph.split(0.2)
