@@ -205,7 +205,8 @@ class Postings:
             # bincount adds in array order, so each document gets its terms' shares in query order however the
             # postings are segmented: the sum (and so the ranking) is the same bit for bit.
             scores = np.bincount(slots, weights=values, minlength=len(self.lengths))
-            scores[~self.alive] = 0.0
+            if self.documents < len(self.alive):  # dead slots keep their postings until compaction
+                scores[~self.alive] = 0.0
         return scores
 
 
