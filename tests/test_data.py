@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,20 @@ def test_held_out_queries_share_no_relevant_document_with_training_queries():
     )
     with pytest.raises(ValueError, match="without sharing relevant documents"):
         one_paragraph.split(0.2)
+
+
+def test_beir_sets_hold_out_queries_at_random_as_their_test_split_does():
+    """SciFact's test claims share documents with training claims: its held-out queries may too (the old split)."""
+    from rerank_plugins.data import demo_data_path
+
+    data = load_beir(demo_data_path(), "train")
+    assert data.held_out_by == "query"
+    train, held = data.split(0.2, seed=0)
+    ids = sorted(data.labelled_queries)
+    random.Random(0).shuffle(ids)
+    assert list(held.queries) == ids[:80] and list(train.queries) == ids[80:]
+    trained_on = {d for q in train.queries for d in train.positives(q)}
+    assert any(d in trained_on for q in held.queries for d in held.positives(q))
+    assert data.subset(ids[:5]).held_out_by == "query"
+    with pytest.raises(ValueError, match="held_out_by"):
+        RetrievalDataset({"d": "text"}, {"q": "query"}, {"q": {"d": 1}}, held_out_by="article")
