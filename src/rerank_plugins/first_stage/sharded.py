@@ -29,11 +29,11 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -101,44 +101,39 @@ def merge_hits(per_shard: Sequence[Sequence[SearchHit]], offsets: Sequence[int],
     return sorted(hits, key=lambda hit: (-hit.score, hit.position))[:k]
 
 
-class ShardedIndex(QueryVectorSearch, FirstStage):
-    """Dense search over shards (each a :class:`FaissIndex` sharing one embedder), merged exactly.
+_Shards = TypeVar("_Shards", bound="ShardSet")
 
-    Queries are embedded once; every shard is searched in a thread (``threads``, default one per shard up to
-    the CPU count; FAISS releases the GIL) and the results merged by :func:`merge_hits`. Read-only: build a new
-    index (or add shards) to change it.
+
+class ShardSet:
+    """What the in-process sharded stages share: shards holding consecutive global positions and distinct ids,
+    searched in the threads of one pool kept for the index's life (made on first use; ``close`` or ``with`` stops it).
     """
 
-    def __init__(self, shards: Sequence[FaissIndex], *, threads: int | None = None, batch_size: int = 32) -> None:
-        shards = list(shards)
-        if not shards:
-            raise ValueError("a sharded index needs at least one shard")
-        embedder = shards[0].embedder
-        if any(shard.embedder is not embedder for shard in shards):
-            raise ValueError("every shard must share one embedder (the same BiEncoderBackend instance)")
-        self.shards = shards
-        self.embedder = embedder
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.threads = check_positive_int(threads, "threads", allow_none=True) or min(len(shards), os.cpu_count() or 1)
-        self.offsets = [0, *np.cumsum([len(shard) for shard in shards[:-1]]).tolist()]
-        self._executor: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+    def _init_shards(self, shards: Sequence[Any], threads: int | None, name: str) -> None:
         seen: set[str] = set()
         for number, shard in enumerate(shards):
             repeated = [d.id for d in shard.documents if d.id in seen]
             if repeated:
                 raise ValueError(f"shard {number} repeats document ids held by an earlier shard, e.g. {repeated[:5]}")
             seen.update(d.id for d in shard.documents)
+        self.shards = list(shards)
+        self.threads = check_positive_int(threads, "threads", allow_none=True) or min(len(shards), os.cpu_count() or 1)
+        self._thread_name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self.shards)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        """One pool for the index's life (threads are not started per query); made on first use."""
+    def _map(self, work: Callable[[Any], Any]) -> list[Any]:
+        """``work(shard)`` for every shard, in shard order (in the pool's threads unless one thread is asked for)."""
+        if self.threads == 1 or len(self.shards) == 1:
+            return [work(shard) for shard in self.shards]
         with self._pool_lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(min(self.threads, len(self.shards)), "shard-search")
-            return self._executor
+                self._executor = ThreadPoolExecutor(min(self.threads, len(self.shards)), self._thread_name)
+            executor = self._executor
+        return list(executor.map(work, self.shards))
 
     def close(self) -> None:
         """Stop the search threads (a later search starts them again); ``with`` does it on exit."""
@@ -147,7 +142,7 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
         if executor is not None:
             executor.shutdown(wait=True)
 
-    def __enter__(self) -> ShardedIndex:
+    def __enter__(self: _Shards) -> _Shards:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -163,6 +158,27 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
         found = {d.id: d for shard in self.shards for d in shard.get_by_ids(ids)}
         return [found[i] for i in ids if i in found]
 
+
+class ShardedIndex(ShardSet, QueryVectorSearch, FirstStage):
+    """Dense search over shards (each a :class:`FaissIndex` sharing one embedder), merged exactly.
+
+    Queries are embedded once; every shard is searched in a thread (``threads``, default one per shard up to
+    the CPU count; FAISS releases the GIL) and the results merged by :func:`merge_hits`. Read-only: build a new
+    index (or add shards) to change it.
+    """
+
+    def __init__(self, shards: Sequence[FaissIndex], *, threads: int | None = None, batch_size: int = 32) -> None:
+        shards = list(shards)
+        if not shards:
+            raise ValueError("a sharded index needs at least one shard")
+        embedder = shards[0].embedder
+        if any(shard.embedder is not embedder for shard in shards):
+            raise ValueError("every shard must share one embedder (the same BiEncoderBackend instance)")
+        self._init_shards(shards, threads, "shard-search")
+        self.embedder = embedder
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.offsets = [0, *np.cumsum([len(shard) for shard in shards[:-1]]).tolist()]
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "dense",
@@ -176,10 +192,7 @@ class ShardedIndex(QueryVectorSearch, FirstStage):
         """Fan the query vectors out to every shard, then merge each query's hits."""
         check_positive_int(k, "k")
         vectors = np.asarray(vectors, dtype=np.float32)
-        if self.threads == 1 or len(self.shards) == 1:
-            per_shard = [shard.search_vectors(vectors, k) for shard in self.shards]
-        else:
-            per_shard = list(self._pool().map(lambda shard: shard.search_vectors(vectors, k), self.shards))
+        per_shard = self._map(lambda shard: shard.search_vectors(vectors, k))
         return [merge_hits([hits[q] for hits in per_shard], self.offsets, k) for q in range(len(vectors))]
 
     @classmethod

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from operator import add
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from rerank_plugins._validation import check_positive_int
 from rerank_plugins.first_stage.base import FirstStage, check_search_args
 from rerank_plugins.first_stage.lexical import TOKENS_FILE, AnalyzerSpec, LexicalIndex
 from rerank_plugins.first_stage.persistence import (
@@ -37,7 +34,7 @@ from rerank_plugins.first_stage.persistence import (
     save_directory,
     verify_files,
 )
-from rerank_plugins.first_stage.sharded import SHARD_NAME, merge_hits, shard_bounds, shard_name
+from rerank_plugins.first_stage.sharded import SHARD_NAME, ShardSet, merge_hits, shard_bounds, shard_name
 from rerank_plugins.schema import Document, SearchHit
 
 logger = logging.getLogger(__name__)
@@ -47,7 +44,7 @@ FORMAT_VERSION = 1
 SHARD_FILES = (DOCUMENTS_FILE, TOKENS_FILE)
 
 
-class ShardedLexicalIndex(FirstStage):
+class ShardedLexicalIndex(ShardSet, FirstStage):
     """BM25 search over :class:`LexicalIndex` shards (one analyzer and BM25 setting), merged exactly.
 
     Shards are searched in threads (``threads``, default one per shard up to the CPU count). Shard ``i`` holds the
@@ -69,29 +66,7 @@ class ShardedLexicalIndex(FirstStage):
                 f"every shard must use one analyzer and BM25 setting; shard {differing[0]} has "
                 f"{settings[differing[0]]}, shard 0 {settings[0]}"
             )
-        seen: set[str] = set()
-        for number, shard in enumerate(shards):
-            repeated = [d.id for d in shard.documents if d.id in seen]
-            if repeated:
-                raise ValueError(f"shard {number} repeats document ids held by an earlier shard, e.g. {repeated[:5]}")
-            seen.update(d.id for d in shard.documents)
-        self.shards = shards
-        self.threads = check_positive_int(threads, "threads", allow_none=True) or min(len(shards), os.cpu_count() or 1)
-        self._executor: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return sum(len(shard) for shard in self.shards)
-
-    @property
-    def documents(self) -> list[Document]:
-        """Every document, in global position order."""
-        return [d for shard in self.shards for d in shard.documents]
-
-    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
-        """The stored documents with these ids, in the order asked for (unknown ids are skipped)."""
-        found = {d.id: d for shard in self.shards for d in shard.get_by_ids(ids)}
-        return [found[i] for i in ids if i in found]
+        self._init_shards(shards, threads, "lexical-shard-search")
 
     def describe(self) -> dict[str, Any]:
         return {**self.shards[0].describe(), "shards": len(self.shards), "documents": len(self)}
@@ -110,28 +85,6 @@ class ShardedLexicalIndex(FirstStage):
         per_shard = self._map(lambda shard: shard.search_tokens(token_lists, k, statistics))
         offsets = np.cumsum([0] + [len(shard) for shard in self.shards[:-1]]).tolist()
         return [merge_hits([hits[q] for hits in per_shard], offsets, k) for q in range(len(queries))]
-
-    def _map(self, work: Any) -> list[Any]:
-        if self.threads == 1 or len(self.shards) == 1:
-            return [work(shard) for shard in self.shards]
-        with self._pool_lock:
-            if self._executor is None:  # one pool for the index's life, started on first use
-                self._executor = ThreadPoolExecutor(min(self.threads, len(self.shards)), "lexical-shard-search")
-            executor = self._executor
-        return list(executor.map(work, self.shards))
-
-    def close(self) -> None:
-        """Stop the search threads (a later search starts them again); ``with`` does it on exit."""
-        with self._pool_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-
-    def __enter__(self) -> ShardedLexicalIndex:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- persistence -----------------------------------------------------------------------------------
 
