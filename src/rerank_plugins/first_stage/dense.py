@@ -92,6 +92,9 @@ class VectorIndex:
         """Per vector (FAISS row), the position of its document in :attr:`documents` (one vector each unless split);
         -1 for a vector marked deleted."""
         self._dead_rows = 0
+        self._skip_dead: tuple[Any, ...] | None = None
+        """A FAISS selector of every row but the dead ones (with the batch it negates, kept alive), made on the first
+        search after a delete: built from the few dead rows, not the many live ones."""
         self._lock = threading.RLock()
 
     @property
@@ -187,6 +190,7 @@ class VectorIndex:
             else:  # marked deleted: searches skip them until there are more of them than live vectors
                 self._owner = np.where(live & ~gone_rows, new_position[np.maximum(self._owner, 0)], -1)
                 self._dead_rows += int(gone_rows.sum())
+                self._skip_dead = None
                 if self._dead_rows > self._faiss.ntotal - self._dead_rows:
                     self._rebuild()
             return int(removed.sum())
@@ -197,7 +201,7 @@ class VectorIndex:
         vectors = self._vectors()[live]
         self._faiss = self._empty_like()
         self._faiss.add(np.ascontiguousarray(vectors))
-        self._owner, self._dead_rows = self._owner[live], 0
+        self._owner, self._dead_rows, self._skip_dead = self._owner[live], 0, None
 
     def _vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The stored (normalised) vectors in ``rows`` (all by default)."""
@@ -281,12 +285,10 @@ class VectorIndex:
             if self._faiss is None:
                 return [[] for _ in queries]
             documents, rows, selector = len(self), self._faiss.ntotal - self._dead_rows, None
-            if where is not None or self._dead_rows:
-                accepted = (
-                    np.ones(len(self), dtype=bool)
-                    if where is None
-                    else np.fromiter((bool(where(d)) for d in self.documents), dtype=bool, count=len(self))
-                )
+            if where is None and self._dead_rows:
+                selector = self._dead_rows_skipped()
+            elif where is not None:
+                accepted = np.fromiter((bool(where(d)) for d in self.documents), dtype=bool, count=len(self))
                 allowed_rows = np.flatnonzero((self._owner >= 0) & accepted[np.maximum(self._owner, 0)])
                 documents, rows = int(accepted.sum()), len(allowed_rows)
                 if not documents:
@@ -306,6 +308,14 @@ class VectorIndex:
                 ):
                     return results
                 fetch = min(rows, 4 * fetch)
+
+    def _dead_rows_skipped(self) -> Any:
+        import faiss
+
+        if self._skip_dead is None:
+            dead = faiss.IDSelectorBatch(np.flatnonzero(self._owner < 0).astype(np.int64))
+            self._skip_dead = (faiss.IDSelectorNot(dead), dead)
+        return self._skip_dead[0]
 
     def _search_rows(self, vectors: np.ndarray, k: int, selector: Any) -> tuple[np.ndarray, np.ndarray]:
         import faiss
