@@ -160,9 +160,10 @@ class LexicalIndex(DocumentStore):
             del state.by_slot[first:], state.tokens[first:]  # anything a failed add left behind
             state.by_slot.extend(documents)
             state.tokens.extend(tokens)
-            self._state = _State(state.by_slot, state.tokens, state.postings.add(tokens))
+            postings = state.postings.add(tokens)
+            self.analyzer = analyzer  # before the new version: a search that sees it has its analyzer
+            self._state = _State(state.by_slot, state.tokens, postings)
             self._slot_of.update((d.id, slot) for slot, d in enumerate(documents, first))
-            self.analyzer = analyzer
             self.last_add_without_tokens = without
         return [d.id for d in documents]
 
@@ -195,28 +196,23 @@ class LexicalIndex(DocumentStore):
         that analyses to no tokens (only stopwords or punctuation) gets none, with a warning.
         """
         queries = check_search_args(queries, k)
-        state, analyzer = self._state, self.analyzer  # one version for the whole search
-        if not state.postings.documents or analyzer is None:
+        analyzer = self.analyzer
+        if analyzer is None or not len(self):
             return [[] for _ in queries]
         token_lists = analyzer.analyze(queries)
         self._warn_without_tokens(token_lists)
-        return self.search_tokens(token_lists, k, state=state)
+        return self.search_tokens(token_lists, k)
 
     def term_statistics(self, token_lists: Sequence[Sequence[str]]) -> CorpusStatistics:
         """This index's BM25 statistics for the terms of these analysed queries (shards add theirs up)."""
         return self._state.postings.statistics(t for tokens in token_lists for t in tokens)
 
     def search_tokens(
-        self,
-        token_lists: Sequence[Sequence[str]],
-        k: int,
-        statistics: CorpusStatistics | None = None,
-        *,
-        state: _State | None = None,
+        self, token_lists: Sequence[Sequence[str]], k: int, statistics: CorpusStatistics | None = None
     ) -> list[list[SearchHit]]:
         """:meth:`search_batch` for queries already analysed; ``statistics`` (default: this index's own) are
         the corpus's, so that a shard scores its documents as one index over the whole corpus would."""
-        state = state or self._state
+        state = self._state  # one version for the whole search: updates swap in a new one
         results = []
         for tokens in token_lists:
             scores = state.postings.scores(tokens, self.k1, self.b, self.method, statistics)
