@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import result_header
+from _timing import percentiles
 
 from rerank_plugins.first_stage.dense import VectorIndex
 from rerank_plugins.schema import Document
@@ -71,10 +72,10 @@ def main() -> None:
         expected = [[h.document.id for h in hits] for hits in fresh.search_vectors(queries, 10)]
         same = sum(a == b for a, b in zip(found, expected))
         returned_deleted = sum(doc_id in gone for hits in found for doc_id in hits)
-        ordered = sorted(times)
+        figures = percentiles(times)
         lines.append(
-            f"| {index_type} | {1000 * statistics.median(ordered):.2f} | "
-            f"{1000 * ordered[int(0.99 * (len(ordered) - 1))]:.2f} | {sum(ordered):.2f} | {len(rebuilt_during)} | "
+            f"| {index_type} | {figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['total_s']:.2f} | "
+            f"{len(rebuilt_during)} | "
             f"{1000 * rebuild:.0f} ms | {rebuild * len(times):.0f} s | {returned_deleted} | {same}/{len(queries)} |"
         )
     lines.append(

@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import bm25s
 import numpy as np
 from _machine import result_header
+from _timing import percentiles
 
 from rerank_plugins.data import load_beir
 from rerank_plugins.first_stage import LexicalIndex
@@ -40,15 +41,6 @@ def corpus(data_dir: str, count: int, seed: int) -> tuple[list[Document], list[s
     rng = random.Random(seed)
     documents = [Document(" ".join(rng.sample(sentences, 3)), f"p{i}") for i in range(count)]
     return documents, list(data.queries.values())
-
-
-def milliseconds(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "p50_ms": round(1000 * statistics.median(ordered), 3),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
-        "total_s": round(sum(ordered), 2),
-    }
 
 
 def bm25s_index(token_lists: list[list[str]]) -> tuple[bm25s.BM25, float]:
@@ -118,7 +110,7 @@ def main() -> None:
         ("bm25s: precomputed score matrix", theirs),
         (f"ours, whole `search_tokens` (top-{args.k} hits, ties by position)", hits),
     ):
-        figures = milliseconds(times)
+        figures = percentiles(times, digits=3)
         say(f"| {name} | {figures['p50_ms']} | {figures['p99_ms']} |")
 
     adds = []
@@ -142,7 +134,7 @@ def main() -> None:
         f"{args.rebuilds}) | before, total (estimated) |\n|---|---|---|---|---|---|"
     )
     for name, times in (("add one document", adds), ("delete one document", deletes)):
-        figures = milliseconds(times)
+        figures = percentiles(times, digits=3)
         say(
             f"| {name} | {figures['p50_ms']} | {figures['p99_ms']} | {figures['total_s']} | {1000 * rebuild:.0f} ms | "
             f"{rebuild * len(times):.0f} s |"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _machine import result_header
+from _timing import percentiles
 
 from rerank_plugins.data import load_beir
 from rerank_plugins.first_stage import build_first_stage
@@ -40,15 +40,6 @@ def passages(data_dir: str) -> tuple[list[Document], list[str]]:
         documents.append(Document(id=f"{doc_id}-a", text=" ".join(words[:half])))
         documents.append(Document(id=f"{doc_id}-b", text=" ".join(words[half:]) or text))
     return documents, list(data.queries.values())
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
-        "max_ms": round(1000 * ordered[-1], 2),
-    }
 
 
 def timed_searches(stage, queries: list[str], count: int, k: int) -> list[float]:
